@@ -1,0 +1,124 @@
+"""PgBouncer in transaction mode in front of the embedded PostgreSQL (the external-pooler strategy).
+
+Debian 12 ships PgBouncer 1.18, which cannot carry server-side prepared statements in transaction mode; the
+drivers therefore run in "pooler" mode for the pgbouncer targets (see targets/drivers.py).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from benchmarks.errors import ConnbenchError
+from benchmarks.postgres import DB_NAME, DB_USER
+from benchmarks.procs import (
+    check_port_free,
+    free_port,
+    log_tail,
+    make_service_dir,
+    service_user,
+    stop_process,
+    wait_port,
+)
+
+DEFAULT_POOL_SIZE = 10
+
+
+def find_pgbouncer() -> str | None:
+    return shutil.which("pgbouncer") or next(
+        (p for p in ("/usr/sbin/pgbouncer", "/usr/local/sbin/pgbouncer") if Path(p).is_file()), None
+    )
+
+
+def missing_reason() -> str | None:
+    """Why the pgbouncer strategy cannot run here, or None when it can."""
+    if find_pgbouncer() is None:
+        return "PgBouncer is not installed (apt-get install pgbouncer)"
+    return None
+
+
+def pgbouncer_version() -> str | None:
+    binary = find_pgbouncer()
+    if binary is None:
+        return None
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True)
+    return out.stdout.split("\n", 1)[0].replace("PgBouncer", "").strip() or None
+
+
+class PgBouncer:
+    """One PgBouncer process; a context manager that always stops it and removes its directory."""
+
+    def __init__(self, pg_port: int, port: int | None = None, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+        binary = find_pgbouncer()
+        if binary is None:
+            raise ConnbenchError(missing_reason() or "")
+        self.binary = binary
+        if port is not None:
+            check_port_free(port, "PgBouncer")
+        self.port = port or free_port()
+        self.pg_port = pg_port
+        self.pool_size = pool_size
+        self.dir: Path | None = None
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://{DB_USER}@127.0.0.1:{self.port}/{DB_NAME}"
+
+    def __enter__(self) -> PgBouncer:
+        try:
+            self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+    def start(self) -> None:
+        self.dir = make_service_dir("connbench-pgb-")
+        (self.dir / "userlist.txt").write_text(f'"{DB_USER}" ""\n')
+        ini = self.dir / "pgbouncer.ini"
+        ini.write_text(
+            f"""[databases]
+{DB_NAME} = host=127.0.0.1 port={self.pg_port} dbname={DB_NAME} user={DB_USER}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {self.port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {self.dir / "userlist.txt"}
+pool_mode = transaction
+default_pool_size = {self.pool_size}
+max_client_conn = 2000
+ignore_startup_parameters = extra_float_digits,statement_timeout
+logfile = {self.dir / "pgbouncer.log"}
+pidfile = {self.dir / "pgbouncer.pid"}
+"""
+        )
+        for f in self.dir.iterdir():
+            user = service_user()
+            if user:
+                shutil.chown(f, user=user)
+        self.proc = subprocess.Popen(
+            [self.binary, str(ini)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            user=service_user(),
+            start_new_session=True,
+        )
+        if not wait_port(self.port, 15, self.proc):
+            raise ConnbenchError(f"PgBouncer failed to start; log:\n{log_tail(self.dir / 'pgbouncer.log')}")
+
+    def cleanup(self) -> None:
+        try:
+            stop_process(self.proc, signal.SIGINT, 10)  # SIGINT: PgBouncer's "safe shutdown"
+            self.proc = None
+        finally:
+            if self.dir is not None:
+                shutil.rmtree(self.dir, ignore_errors=True)
+                self.dir = None

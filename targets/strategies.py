@@ -1,0 +1,295 @@
+"""The connection strategies and the registry of targets: the single source of truth for target ids.
+
+A strategy has three hooks (`startup`, `connection`, `shutdown`) and `run`, which runs one request's
+database work; app.py only ever calls these, so it never branches on a strategy's name. The edge strategies
+override `run` to put each request in its own event loop, as an edge runtime puts it in its own context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+from targets.drivers import DRIVERS, Conn, Driver, Pool
+
+T = TypeVar("T")
+Work = Callable[[Conn], Awaitable[T]]
+
+
+# -- settings ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: float
+    doc: str
+
+
+SETTINGS: dict[str, Setting] = {
+    "pool_min": Setting("CONNBENCH_POOL_MIN", 10, "connections pool-eager opens before it reports ready"),
+    "pool_max": Setting("CONNBENCH_POOL_MAX", 10, "largest size of every application pool"),
+    "pool_timeout": Setting("CONNBENCH_POOL_TIMEOUT", 5.0, "seconds a request waits for a pooled connection"),
+    "connect_timeout": Setting("CONNBENCH_CONNECT_TIMEOUT", 5.0, "seconds to open one connection"),
+    "request_timeout": Setting(
+        "CONNBENCH_REQUEST_TIMEOUT", 10.0, "seconds before /db answers 503 TimeoutError"
+    ),
+    "shutdown_timeout": Setting(
+        "CONNBENCH_SHUTDOWN_TIMEOUT", 10.0, "seconds the exit hook may take on SIGTERM"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Target settings, read from the environment (see README's table, generated from SETTINGS)."""
+
+    pool_min: int = 10
+    pool_max: int = 10
+    pool_timeout: float = 5.0
+    connect_timeout: float = 5.0
+    request_timeout: float = 10.0
+    shutdown_timeout: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        for name, s in SETTINGS.items():
+            raw = env.get(s.env)
+            kind = type(s.default) if not isinstance(s.default, int) else int
+            try:
+                values[name] = kind(raw) if raw not in (None, "") else kind(s.default)
+            except ValueError:
+                raise ValueError(f"{s.env}={raw!r} is not a number") from None
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- strategies ----------------------------------------------------------------------------------------
+class Strategy:
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    via_pgbouncer: ClassVar[bool] = False
+
+    def __init__(self, driver: Driver, dsn: str, settings: Settings) -> None:
+        self.driver = driver
+        self.dsn = dsn
+        self.settings = settings
+
+    async def startup(self) -> None:
+        """Runs before the service reports ready."""
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    async def run(self, work: Work[T]) -> T:
+        async with self.connection() as conn:
+            return await work(conn)
+
+    async def shutdown(self) -> None:
+        """Release every connection (after the exit hook has run)."""
+
+    def figures(self) -> dict[str, Any]:
+        return {}
+
+
+class Global(Strategy):
+    name = "global"
+    summary = "one module-level connection opened by the first request, shared, no lock, no reconnect"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.conn: Conn | None = None
+        self._opening = asyncio.Lock()  # only guards the first connect, never the queries
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        if self.conn is None:
+            async with self._opening:
+                if self.conn is None:
+                    self.conn = await self.driver.connect(self.dsn)
+        yield self.conn
+
+    async def shutdown(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()
+
+
+class PerRequest(Strategy):
+    name = "per-request"
+    summary = "connect at request start, close at the end"
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        conn = await self.driver.connect(self.dsn)
+        try:
+            yield conn
+        finally:
+            await conn.close()
+
+
+class _Pooled(Strategy):
+    pool: Pool | None = None
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            yield conn
+
+    async def shutdown(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+
+    def figures(self) -> dict[str, Any]:
+        return self.pool.figures() if self.pool is not None else {}
+
+
+class PoolEager(_Pooled):
+    name = "pool-eager"
+    summary = "pool opened and filled (pool_min connections) before the service reports ready"
+
+    async def startup(self) -> None:
+        self.pool = self.driver.create_pool(self.dsn, self.settings.pool_min, self.settings.pool_max)
+        await self.pool.open(wait=True)
+
+
+class PoolLazy(_Pooled):
+    name = "pool-lazy"
+    summary = "pool object created at startup with no connections; the first queries open them"
+
+    async def startup(self) -> None:
+        self.pool = self.driver.create_pool(self.dsn, 0, self.settings.pool_max)
+        await self.pool.open(wait=False)
+
+
+class Leaky(Strategy):
+    name = "leaky"
+    summary = "a new pool per request, never closed (a client created per call without disconnect)"
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
+        pool = self.driver.create_pool(self.dsn, 1, self.settings.pool_max)
+        await pool.open(wait=True)
+        async with pool.acquire() as conn:
+            yield conn
+        # The reference is dropped here without pool.close(): whatever the driver does then is the finding.
+
+
+class _Edge(Strategy):
+    """An isolate-per-request runtime: each request's database work runs in a fresh event loop.
+
+    The "isolate" is this object's state; an unhandled error tears it down (drops the global client), as an
+    edge runtime discards an isolate after an exception.
+    """
+
+    async def run(self, work: Work[T]) -> T:
+        return await asyncio.to_thread(self._in_isolate, work)
+
+    def _in_isolate(self, work: Work[T]) -> T:
+        try:
+            return asyncio.run(self._handle(work))  # a new event loop for this request only
+        except BaseException:
+            self._reset_isolate()
+            raise
+
+    async def _handle(self, work: Work[T]) -> T:
+        raise NotImplementedError
+
+    def _reset_isolate(self) -> None:
+        pass
+
+
+class EdgeGlobal(_Edge):
+    name = "edge-global"
+    summary = "isolate per request; one global client reused across requests; an error resets the isolate"
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.client: Conn | None = None
+
+    async def _handle(self, work: Work[T]) -> T:
+        if self.client is None:
+            self.client = await self.driver.connect(self.dsn)
+        return await work(self.client)
+
+    def _reset_isolate(self) -> None:
+        self.client = None  # the isolate and its globals are gone; its socket is not closed by anyone
+
+    async def shutdown(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.terminate()
+            except Exception:
+                pass
+
+
+class EdgePerRequest(_Edge):
+    name = "edge-per-request"
+    summary = "isolate per request with a fresh client per request, closed at the end"
+
+    async def _handle(self, work: Work[T]) -> T:
+        conn = await self.driver.connect(self.dsn)
+        try:
+            return await work(conn)
+        finally:
+            await conn.close()
+
+
+class PgBouncerStrategy(PerRequest):
+    name = "pgbouncer"
+    summary = "per-request connect through PgBouncer in transaction mode"
+    via_pgbouncer = True
+
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls
+    for cls in (Global, PerRequest, PoolEager, PoolLazy, Leaky, EdgeGlobal, EdgePerRequest, PgBouncerStrategy)
+}
+
+
+# -- registry ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    id: str
+    strategy: str
+    driver: str
+    summary: str = field(compare=False)
+    via_pgbouncer: bool = field(compare=False)
+
+
+TARGETS: dict[str, Target] = {
+    f"{s}-{d}": Target(f"{s}-{d}", s, d, cls.summary, cls.via_pgbouncer)
+    for s, cls in STRATEGIES.items()
+    for d in DRIVERS
+}
+
+
+class UnknownTarget(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown target {name!r}; valid targets: {', '.join(TARGETS)}")
+
+
+def get_target(target_id: str) -> Target:
+    try:
+        return TARGETS[target_id]
+    except KeyError:
+        raise UnknownTarget(target_id) from None
+
+
+def build_strategy(target_id: str, dsn: str, settings: Settings) -> Strategy:
+    target = get_target(target_id)
+    driver = DRIVERS[target.driver](
+        app_name=f"connbench:{target.id}",
+        connect_timeout=settings.connect_timeout,
+        pool_timeout=settings.pool_timeout,
+        pooler=target.via_pgbouncer,
+    )
+    return STRATEGIES[target.strategy](driver, dsn, settings)
