@@ -164,7 +164,8 @@ class EmbeddedPostgres:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise ConnbenchError(
-                    f"PostgreSQL failed to start (exit {self.proc.returncode}); log:\n{log_tail(self.log_path)}"
+                    f"PostgreSQL failed to start (exit {self.proc.returncode}); log:\n"
+                    + log_tail(self.log_path)
                 )
             try:
                 with psycopg.connect(self.admin_dsn, connect_timeout=2, application_name="connbench:harness"):
