@@ -104,6 +104,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- run / baseline ------------------------------------------------------------------------------------
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from benchmarks.runner import run_matrix
+
+    out = run_matrix(
+        profile=args.profile,
+        target_names=_split(args.targets),
+        scenario_names=_split(args.scenarios),
+        out=Path(args.out) if args.out else None,
+        resume=Path(args.resume) if args.resume else None,
+        baseline=not args.no_baseline,
+    )
+    print(f"results: {out}", flush=True)
+    if not args.no_report:
+        from benchmarks.report import build_report
+
+        for path in build_report(out):
+            print(f"report: {path}", flush=True)
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from benchmarks.baseline import run_baseline
+
+    for row in run_baseline(None, clients=args.clients, seconds=args.seconds):
+        figures = ", ".join(f"{k}={row[k]:.1f}" for k in ("tps", "latency_mean_ms", "connect_ms") if row.get(k))
+        print(f"{row['tool']:8} {row['mode']:25} clients={row['clients']} {figures} {row.get('note') or ''}")
+    return 0
+
+
 # -- main ----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="connbench", description=__doc__)
@@ -129,12 +165,50 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="warning")
     s.set_defaults(func=cmd_serve)
 
+    s = sub.add_parser("run", help="run the benchmark matrix on the embedded stack, then the report")
+    s.add_argument("--profile", default="quick", help="smoke | quick | full (default: quick)")
+    s.add_argument("--targets", default=None, help="comma-separated target ids (default: all runnable)")
+    s.add_argument("--scenarios", default=None, help="comma-separated scenario names (default: the profile's)")
+    s.add_argument("--out", default=None, help="the run folder (default: results/<UTC time>-<profile>)")
+    s.add_argument("--resume", default=None, metavar="DIR", help="finish an interrupted run in DIR")
+    s.add_argument("--no-baseline", action="store_true", help="skip pgbench/wrk")
+    s.add_argument("--no-report", action="store_true", help="do not build the report afterwards")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("baseline", help="pgbench with and without -C on the World query; wrk where installed")
+    s.add_argument("--clients", type=int, default=8)
+    s.add_argument("--seconds", type=int, default=5)
+    s.set_defaults(func=cmd_baseline)
+
     for register in _extra_commands:
         register(sub)
     return p
 
 
 _extra_commands: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+# -- up ------------------------------------------------------------------------------------------------
+def cmd_up(args: argparse.Namespace) -> int:
+    from benchmarks.stack import run_up
+
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
+    return run_up(targets, args.web_port, args.max_connections, args.load_workers, args.locustfile)
+
+
+def _add_up(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("up", help="the whole stack as local processes plus the Locust web UI (Ctrl-C stops)")
+    s.add_argument("--web-port", type=int, default=8089, help="Locust web UI port on 127.0.0.1")
+    s.add_argument("--targets", default=None, help="comma-separated target ids (default: all runnable)")
+    s.add_argument("--max-connections", type=int, default=100, help="PostgreSQL max_connections")
+    s.add_argument(
+        "--load-workers", type=int, default=0, help="run Locust as a master with N local workers (default: 0)"
+    )
+    s.add_argument("--locustfile", default=None, help="default: benchmarks/locustfile.py")
+    s.set_defaults(func=cmd_up)
+
+
+_extra_commands.append(_add_up)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

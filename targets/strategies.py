@@ -33,12 +33,8 @@ SETTINGS: dict[str, Setting] = {
     "pool_max": Setting("CONNBENCH_POOL_MAX", 10, "largest size of every application pool"),
     "pool_timeout": Setting("CONNBENCH_POOL_TIMEOUT", 5.0, "seconds a request waits for a pooled connection"),
     "connect_timeout": Setting("CONNBENCH_CONNECT_TIMEOUT", 5.0, "seconds to open one connection"),
-    "request_timeout": Setting(
-        "CONNBENCH_REQUEST_TIMEOUT", 10.0, "seconds before /db answers 503 TimeoutError"
-    ),
-    "shutdown_timeout": Setting(
-        "CONNBENCH_SHUTDOWN_TIMEOUT", 10.0, "seconds the exit hook may take on SIGTERM"
-    ),
+    "request_timeout": Setting("CONNBENCH_REQUEST_TIMEOUT", 10.0, "seconds before /db answers 503 TimeoutError"),
+    "shutdown_timeout": Setting("CONNBENCH_SHUTDOWN_TIMEOUT", 10.0, "seconds the exit hook may take on SIGTERM"),
 }
 
 
@@ -75,6 +71,8 @@ class Strategy:
     name: ClassVar[str]
     summary: ClassVar[str]
     via_pgbouncer: ClassVar[bool] = False
+    # Opens a new PostgreSQL session for every request (the harness checks sessions >= requests).
+    session_per_request: ClassVar[bool] = False
 
     def __init__(self, driver: Driver, dsn: str, settings: Settings) -> None:
         self.driver = driver
@@ -125,6 +123,7 @@ class Global(Strategy):
 class PerRequest(Strategy):
     name = "per-request"
     summary = "connect at request start, close at the end"
+    session_per_request = True
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Conn]:
@@ -173,6 +172,7 @@ class PoolLazy(_Pooled):
 class Leaky(Strategy):
     name = "leaky"
     summary = "a new pool per request, never closed (a client created per call without disconnect)"
+    session_per_request = True
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Conn]:
@@ -234,6 +234,7 @@ class EdgeGlobal(_Edge):
 class EdgePerRequest(_Edge):
     name = "edge-per-request"
     summary = "isolate per request with a fresh client per request, closed at the end"
+    session_per_request = True
 
     async def _handle(self, work: Work[T]) -> T:
         conn = await self.driver.connect(self.dsn)
@@ -247,6 +248,7 @@ class PgBouncerStrategy(PerRequest):
     name = "pgbouncer"
     summary = "per-request connect through PgBouncer in transaction mode"
     via_pgbouncer = True
+    session_per_request = False  # PostgreSQL sees PgBouncer's pooled server sessions
 
 
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -263,10 +265,11 @@ class Target:
     driver: str
     summary: str = field(compare=False)
     via_pgbouncer: bool = field(compare=False)
+    session_per_request: bool = field(compare=False)
 
 
 TARGETS: dict[str, Target] = {
-    f"{s}-{d}": Target(f"{s}-{d}", s, d, cls.summary, cls.via_pgbouncer)
+    f"{s}-{d}": Target(f"{s}-{d}", s, d, cls.summary, cls.via_pgbouncer, cls.session_per_request)
     for s, cls in STRATEGIES.items()
     for d in DRIVERS
 }

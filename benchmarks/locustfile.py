@@ -1,0 +1,190 @@
+"""Locust load for the targets: one FastHttpUser class per target of the registry, each hitting GET /db.
+
+- A failed request is named by the error class in the target's 503 body, so failures group by cause.
+- Response times are bucketed at 0.1 ms below 10 ms (Locust's default buckets are whole milliseconds), by
+  replacing `locust.stats.bucket_response_time`, Locust's documented hook for custom bucketing.
+- Under `connbench run` (CONNBENCH_LOCUST_OUT set) a load shape follows the scenario's stages, statistics are
+  reset after the warm-up, and Locust's own stats objects are written at full resolution: one line per
+  second to history.jsonl and the measured window to final.json.
+- In the web UI (`connbench up`, docker compose) each class's host comes from CONNBENCH_TARGET_URLS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import gevent
+import locust.stats
+from locust import FastHttpUser, LoadTestShape, constant, events, task
+from locust.runners import WorkerRunner
+from locust.stats import calculate_response_time_percentile, diff_response_time_dicts
+
+from targets.strategies import TARGETS
+
+
+def fine_bucket(response_time: float) -> float:
+    """0.1 ms below 10 ms, 1 ms below 100 ms, then ~2 significant figures (Locust's own scheme)."""
+    if response_time < 10:
+        return round(response_time, 1)
+    if response_time < 100:
+        return round(response_time)
+    if response_time < 1000:
+        return int(round(response_time, -1))
+    return int(round(response_time, -2))
+
+
+locust.stats.bucket_response_time = fine_bucket
+
+
+def _target_urls() -> dict[str, str]:
+    pairs = (p.split("=", 1) for p in os.environ.get("CONNBENCH_TARGET_URLS", "").split(",") if "=" in p)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+class TargetUser(FastHttpUser):
+    """A closed-loop user: one /db request after another, no think time."""
+
+    abstract = True
+    wait_time = constant(0)
+    target_id = ""
+    network_timeout = 30.0
+    connection_timeout = 10.0
+
+    @task
+    def db(self) -> None:
+        with self.client.get("/db", name="/db", catch_response=True) as resp:
+            if resp.status_code == 200:
+                resp.success()
+                return
+            try:
+                error = resp.json().get("error") or f"HTTP {resp.status_code}"
+            except Exception:
+                error = f"HTTP {resp.status_code}" if resp.status_code else type(resp.error).__name__
+            resp.failure(error)
+
+
+_urls = _target_urls()
+for _t in TARGETS.values():
+    globals()[_t.id] = type(_t.id, (TargetUser,), {"target_id": _t.id, "host": _urls.get(_t.id)})
+
+
+@events.init.add_listener
+def _connbench_panel(environment, **_kw) -> None:
+    if getattr(environment, "web_ui", None) is None:  # headless: no UI to extend
+        return
+    from benchmarks import panel
+
+    panel.register(environment)
+
+
+# -- connbench run: stages, warm-up reset, full-resolution stats ---------------------------------------
+OUT = os.environ.get("CONNBENCH_LOCUST_OUT")
+STAGES = json.loads(os.environ.get("CONNBENCH_STAGES", "[]"))
+WARMUP = float(os.environ.get("CONNBENCH_WARMUP", "0"))
+PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+
+if STAGES:
+
+    class StagesShape(LoadTestShape):
+        """Users per stage, from the scenario: [{"duration": s, "users": n, "spawn_rate": r}, ...]."""
+
+        def tick(self):
+            elapsed = self.get_run_time()
+            for stage in STAGES:
+                if elapsed < stage["duration"]:
+                    users = int(stage["users"])
+                    return users, float(stage.get("spawn_rate") or max(users, 1))
+                elapsed -= stage["duration"]
+            return None
+
+
+_state = {"total_requests": 0, "total_failures": 0}
+
+
+@events.request.add_listener
+def _count(exception=None, **_kw) -> None:
+    _state["total_requests"] += 1
+    if exception is not None:
+        _state["total_failures"] += 1
+
+
+def _percentiles(times: dict, count: int) -> dict[str, float | None]:
+    return {k: (calculate_response_time_percentile(times, count, q) if count else None) for k, q in PERCENTILES.items()}
+
+
+def _history(environment, out: Path) -> None:
+    """Every second: users, requests and failures in that second and its latency percentiles."""
+    stats = environment.runner.stats
+    prev_times: dict = {}
+    prev_req = prev_fail = 0
+    reset_done = WARMUP <= 0
+    start = time.time()
+    with open(out / "history.jsonl", "a") as fh:
+        while True:
+            gevent.sleep(1.0 - (time.time() - start) % 1.0)
+            now = time.time()
+            if not reset_done and now - start >= WARMUP:
+                stats.reset_all()
+                reset_done = True
+                prev_times, prev_req, prev_fail = {}, 0, 0
+                (out / "measure_start").write_text(repr(now))
+            total = stats.total
+            times = dict(total.response_times)
+            new_times = diff_response_time_dicts(times, prev_times)
+            n = total.num_requests - prev_req
+            row = {
+                "t": now,
+                "users": environment.runner.user_count,
+                "requests": n,
+                "failures": total.num_failures - prev_fail,
+                "phase": "measure" if reset_done else "warmup",
+                **_percentiles(new_times, sum(new_times.values())),
+            }
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            prev_times, prev_req, prev_fail = times, total.num_requests, total.num_failures
+
+
+@events.test_start.add_listener
+def _on_start(environment, **_kw) -> None:
+    if not OUT or isinstance(environment.runner, WorkerRunner):
+        return
+    out = Path(OUT)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "started").write_text(repr(time.time()))
+    gevent.spawn(_history, environment, out)
+
+
+def _errors_by_class(stats) -> dict[str, int]:
+    """Failures by the name given to resp.failure() (the target's error class), summed over entries."""
+    out: dict[str, int] = {}
+    for e in stats.errors.values():
+        name = str(e.error) if isinstance(e.error, Exception) else str(e.error)
+        out[name] = out.get(name, 0) + e.occurrences
+    return out
+
+
+@events.test_stop.add_listener
+def _on_stop(environment, **_kw) -> None:
+    if not OUT or isinstance(environment.runner, WorkerRunner):
+        return
+    stats = environment.runner.stats
+    total = stats.total
+    final = {
+        "stopped": time.time(),
+        "measure_start": float((Path(OUT) / "measure_start").read_text())
+        if (Path(OUT) / "measure_start").exists()
+        else None,
+        "requests": total.num_requests,
+        "failures": total.num_failures,
+        "total_response_time": total.total_response_time,
+        "max_response_time": total.max_response_time,
+        "response_times": {str(k): v for k, v in total.response_times.items()},
+        "errors": _errors_by_class(stats),
+        "all_requests": _state["total_requests"],
+        "all_failures": _state["total_failures"],
+    }
+    Path(OUT, "final.json").write_text(json.dumps(final))

@@ -1,0 +1,151 @@
+"""Watches PostgreSQL and the processes while load runs.
+
+One connection of its own (superuser, database `postgres`, application_name `connbench:sampler`, excluded
+from every count) polls `pg_stat_activity` per application_name and `pg_stat_database.sessions` of the
+`connbench` database several times a second; psutil samples the target's process tree and the load generator.
+The same `poll_connections` feeds `connbench run` and the live panel of the Locust web UI.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+import psycopg
+
+SAMPLER_APP = "connbench:sampler"
+CONNECTIONS_SQL = """
+SELECT application_name,
+       count(*) AS total,
+       count(*) FILTER (WHERE state = 'active') AS active,
+       count(*) FILTER (WHERE state LIKE 'idle%%') AS idle
+FROM pg_stat_activity
+WHERE backend_type = 'client backend' AND datname = %s AND application_name LIKE 'connbench:%%'
+  AND application_name <> 'connbench:sampler'
+GROUP BY application_name
+"""
+SESSIONS_SQL = "SELECT sessions FROM pg_stat_database WHERE datname = %s"
+
+
+def open_monitor(admin_dsn: str) -> psycopg.Connection:
+    """A sampler connection: autocommit and no stats snapshot, so every poll reads fresh counters."""
+    conn = psycopg.connect(admin_dsn, autocommit=True, application_name=SAMPLER_APP, connect_timeout=5)
+    conn.execute("SET stats_fetch_consistency = none")
+    return conn
+
+
+def poll_connections(conn: psycopg.Connection, dbname: str = "connbench") -> dict[str, dict[str, int]]:
+    """{application_name: {total, active, idle}} for every connbench client of `dbname`."""
+    rows = conn.execute(CONNECTIONS_SQL, (dbname,)).fetchall()
+    return {name: {"total": total, "active": active, "idle": idle} for name, total, active, idle in rows}
+
+
+def poll_sessions(conn: psycopg.Connection, dbname: str = "connbench") -> int:
+    """Sessions ever opened on `dbname` (PostgreSQL >= 14; flushed by backends within about a second)."""
+    row = conn.execute(SESSIONS_SQL, (dbname,)).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def tree_usage(proc: psutil.Process) -> tuple[float, float]:
+    """(RSS in MB, CPU seconds) of a process and its children (uvicorn --workers forks)."""
+    rss = 0.0
+    cpu = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            with p.oneshot():
+                rss += p.memory_info().rss
+                t = p.cpu_times()
+                cpu += t.user + t.system
+        except psutil.Error:
+            continue
+    return rss / 1e6, cpu
+
+
+@dataclass
+class Sample:
+    t: float
+    connections: dict[str, dict[str, int]]
+    sessions: int | None
+    processes: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (rss MB, cpu s)
+    db_up: bool = True
+
+
+class Sampler:
+    """Polls in a background thread until stopped; survives database restarts (reconnects, marks gaps)."""
+
+    def __init__(self, admin_dsn: str, interval: float = 0.2, dbname: str = "connbench") -> None:
+        self.admin_dsn = admin_dsn
+        self.interval = interval
+        self.dbname = dbname
+        self.samples: list[Sample] = []
+        self._procs: dict[str, psutil.Process] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: psycopg.Connection | None = None
+
+    def watch(self, name: str, pid: int) -> None:
+        try:
+            self._procs[name] = psutil.Process(pid)
+        except psutil.Error:
+            pass
+
+    def start(self) -> Sampler:
+        self._thread = threading.Thread(target=self._loop, name="connbench-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[Sample]:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        return self.samples
+
+    def sample_once(self) -> Sample:
+        connections: dict[str, dict[str, int]] = {}
+        sessions: int | None = None
+        db_up = True
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = open_monitor(self.admin_dsn)
+            connections = poll_connections(self._conn, self.dbname)
+            sessions = poll_sessions(self._conn, self.dbname)
+        except psycopg.Error:
+            db_up = False
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+        procs = {}
+        for name, proc in self._procs.items():
+            try:
+                procs[name] = tree_usage(proc)
+            except psutil.Error:
+                continue
+        return Sample(time.time(), connections, sessions, procs, db_up)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            self.samples.append(self.sample_once())
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+
+def summarize_usage(samples: list[Sample], name: str) -> dict[str, Any]:
+    """Peak RSS and mean CPU % of one watched process tree over the samples."""
+    points = [(s.t, *s.processes[name]) for s in samples if name in s.processes]
+    if len(points) < 2:
+        return {"rss_mb": None, "cpu_pct": None, "cpu_pct_max": None}
+    (t0, _, c0), (t1, _, c1) = points[0], points[-1]
+    steps = [
+        100 * (b[2] - a[2]) / (b[0] - a[0]) for a, b in zip(points, points[1:], strict=False) if b[0] - a[0] >= 0.05
+    ]
+    return {
+        "rss_mb": max(p[1] for p in points),
+        "cpu_pct": 100 * (c1 - c0) / (t1 - t0) if t1 > t0 else None,
+        "cpu_pct_max": max(steps) if steps else None,
+    }
