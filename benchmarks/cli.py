@@ -121,6 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         out=Path(args.out) if args.out else None,
         resume=Path(args.resume) if args.resume else None,
         baseline=not args.no_baseline,
+        load_workers=args.load_workers,
     )
     print(f"results: {out}", flush=True)
     if not args.no_report:
@@ -173,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", default=None, metavar="DIR", help="finish an interrupted run in DIR")
     s.add_argument("--no-baseline", action="store_true", help="skip pgbench/wrk")
     s.add_argument("--no-report", action="store_true", help="do not build the report afterwards")
+    s.add_argument("--load-workers", type=int, default=1, help="Locust worker processes (its --processes)")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("baseline", help="pgbench with and without -C on the World query; wrk where installed")

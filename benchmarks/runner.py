@@ -235,7 +235,9 @@ class CellRun:
             stop_process(p, signal.SIGTERM, 10)
 
 
-def run_load_cell(cell: Cell, pg: EmbeddedPostgres, bouncer: PgBouncer | None, raw: Path, live: CellRun) -> dict:
+def run_load_cell(
+    cell: Cell, pg: EmbeddedPostgres, bouncer: PgBouncer | None, raw: Path, live: CellRun, load_workers: int = 1
+) -> dict:
     sc, target = cell.scenario, get_target(cell.target)
     raw.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -272,6 +274,8 @@ def run_load_cell(cell: Cell, pg: EmbeddedPostgres, bouncer: PgBouncer | None, r
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url,
            "--csv", str(raw / "locust"), "--csv-full-history", "--only-summary", "--stop-timeout", "2",
            "--exit-code-on-error", "0", "--loglevel", "WARNING", target.id]  # fmt: skip
+    if load_workers > 1:
+        cmd[-1:-1] = ["--processes", str(load_workers)]  # Locust's own master + forked workers
     with open(raw / "locust.log", "ab") as fh:
         locust = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=locust_env, start_new_session=True)
     live.procs.append(locust)
@@ -290,7 +294,7 @@ def run_load_cell(cell: Cell, pg: EmbeddedPostgres, bouncer: PgBouncer | None, r
     with contextlib.suppress(Exception), contextlib.closing(open_monitor(pg.admin_dsn)) as mon:
         row["sessions_opened"] = poll_sessions(mon) - sessions_before
     row["target_exit"] = target_exit
-    return summarize(row, cell, raw, locust_out, samples, stats, events)
+    return summarize(row, cell, raw, locust_out, samples, stats, events, load_workers)
 
 
 def run_actions(
@@ -329,6 +333,7 @@ def summarize(
     samples: list[Sample],
     stats: dict[str, Any] | None,
     events: list[tuple[float, str]],
+    load_workers: int = 1,
 ) -> dict[str, Any]:
     """Fill the summary row from Locust's final.json, its history, the samples and /stats."""
     target = get_target(cell.target)
@@ -380,11 +385,9 @@ def summarize(
         target_cpu_pct=target_use["cpu_pct"],
         locust_cpu_pct=locust_use["cpu_pct"],
     )
-    if row["valid"] and (locust_use["cpu_pct"] or 0) > S.LOCUST_CPU_LIMIT:
-        row.update(
-            valid=False,
-            invalid_reason=f"load generator CPU {locust_use['cpu_pct']:.0f}% > {S.LOCUST_CPU_LIMIT:.0f}%",
-        )
+    cpu_limit = S.LOCUST_CPU_LIMIT * load_workers  # one core per Locust process
+    if row["valid"] and (locust_use["cpu_pct"] or 0) > cpu_limit:
+        row.update(valid=False, invalid_reason=f"load generator CPU {locust_use['cpu_pct']:.0f}% > {cpu_limit:.0f}%")
     if row["valid"] and stats is None and not cell.scenario.actions:
         row.update(valid=False, invalid_reason="target died during the load")
     ts = S.per_second(history, sdicts, app, t0, events)
@@ -450,6 +453,7 @@ def run_matrix(
     out: Path | None = None,
     resume: Path | None = None,
     baseline: bool = True,
+    load_workers: int = 1,
 ) -> Path:
     """Run (or finish) a matrix and return its folder."""
     from rich.console import Console
@@ -464,6 +468,7 @@ def run_matrix(
         profile = manifest["profile"]
         scenarios = load_profile(profile, list(manifest["scenarios"]))
         targets = manifest["targets"]
+        load_workers = manifest.get("load_workers", 1)
         out = resume
     else:
         scenarios = load_profile(profile, scenario_names)
@@ -474,6 +479,7 @@ def run_matrix(
             console.print(f"[yellow]skipping {t}: {reason}[/]")
         out = prepare_out(out, profile)
         manifest = new_manifest(out.name, profile, scenarios, targets, skipped)
+        manifest["load_workers"] = load_workers
     cells = plan(scenarios, targets)
     run = Run(out, manifest)
     done = {r["cell_id"] for r in run.summary}
@@ -488,7 +494,7 @@ def run_matrix(
 
             with console.status("baseline: pgbench with and without -C"):
                 run_baseline(out / "baseline.csv")
-        _run_cells(todo, run, live, console)
+        _run_cells(todo, run, live, console, load_workers)
     except KeyboardInterrupt:
         live.stop_all()
         manifest.update(status="interrupted")
@@ -509,7 +515,7 @@ def run_matrix(
     return out
 
 
-def _run_cells(todo: list[Cell], run: Run, live: CellRun, console: Any) -> None:
+def _run_cells(todo: list[Cell], run: Run, live: CellRun, console: Any, load_workers: int = 1) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     per_cell_overhead = 4.0
@@ -536,7 +542,7 @@ def _run_cells(todo: list[Cell], run: Run, live: CellRun, console: Any) -> None:
 
                         row = run_cold_start_cell(cell, pg, bouncer, partial, live)
                     else:
-                        row = run_load_cell(cell, pg, bouncer, partial, live)
+                        row = run_load_cell(cell, pg, bouncer, partial, live, load_workers)
                     live.procs.clear()
                     final_raw = run.out / "raw" / cell.id
                     shutil.rmtree(final_raw, ignore_errors=True)

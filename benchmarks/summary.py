@@ -10,8 +10,6 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from locust.stats import calculate_response_time_percentile
-
 SCHEMA_VERSION = 1
 
 # summary.csv: one row per cell. README's "Results files" documents each column (a test checks it).
@@ -38,13 +36,39 @@ PERCENTILES = {"latency_p50_ms": 0.5, "latency_p90_ms": 0.9, "latency_p95_ms": 0
 LOCUST_CPU_LIMIT = 90.0
 
 
+def fine_bucket(response_time: float) -> float:
+    """0.1 ms below 10 ms, 1 ms below 100 ms, then ~2 significant figures (Locust's own scheme)."""
+    if response_time < 10:
+        return round(response_time, 1)
+    if response_time < 100:
+        return round(response_time)
+    if response_time < 1000:
+        return int(round(response_time, -1))
+    return int(round(response_time, -2))
+
+
+def histogram_percentile(hist: dict[float, int], count: int, q: float) -> float:
+    """Locust's percentile rule (locust.stats.calculate_response_time_percentile) on a float-keyed histogram.
+
+    Restated here because importing locust monkey-patches the whole process with gevent, which the runner,
+    with its sampler thread, must not be.
+    """
+    keep = int(count * q)
+    seen = 0
+    for bucket in sorted(hist, reverse=True):
+        seen += hist[bucket]
+        if count - seen <= keep:
+            return bucket
+    return 0.0
+
+
 def latency_stats(response_times: dict[str, int] | dict[float, int]) -> dict[str, float | None]:
     """Percentiles from Locust's response-time histogram (bucket ms -> count), at the buckets' resolution."""
     hist = {float(k): int(v) for k, v in response_times.items()}
     n = sum(hist.values())
     out: dict[str, float | None] = {}
     for col, q in PERCENTILES.items():
-        out[col] = float(calculate_response_time_percentile(hist, n, q)) if n else None
+        out[col] = float(histogram_percentile(hist, n, q)) if n else None
     out["latency_max_ms"] = max(hist) if hist else None
     return out
 

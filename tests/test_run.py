@@ -1,0 +1,147 @@
+"""`connbench run` end to end: real PostgreSQL, real targets under uvicorn, real Locust runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+from helpers import CONNBENCH, REPO, run_connbench, temp_dirs, wait_until
+
+from benchmarks.pgbouncer import missing_reason
+from benchmarks.summary import SUMMARY_COLUMNS, TIMESERIES_COLUMNS
+from targets.strategies import TARGETS
+
+POOL_EAGER = [t for t in TARGETS if TARGETS[t].strategy == "pool-eager"]
+PER_REQUEST = [t for t, x in TARGETS.items() if x.session_per_request and x.strategy != "leaky"]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess, set[str]]:
+    """The smoke profile's steady scenario over every runnable target (the baseline included)."""
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    before = temp_dirs()
+    proc = run_connbench("run", "--profile", "smoke", "--scenarios", "steady", "--out", str(out), "--no-report",
+                         timeout=900)  # fmt: skip
+    return out, proc, temp_dirs() - before
+
+
+def test_smoke_run_writes_every_file(smoke) -> None:
+    out, proc, leftovers = smoke
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not leftovers
+    for name in ("manifest.json", "summary.csv", "timeseries.csv", "baseline.csv"):
+        assert (out / name).stat().st_size > 0, name
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["cells_missing"] == []
+    assert manifest["profile"] == "smoke"
+    for key in ("python", "postgresql", "locust", "asyncpg", "psycopg"):
+        assert manifest["versions"][key]
+    assert manifest["machine"]["cores"] >= 1 and manifest["target_settings"]["pool_max"] > 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert list(pd.read_csv(out / "timeseries.csv").columns) == TIMESERIES_COLUMNS
+    runnable = [t for t in TARGETS if not (TARGETS[t].via_pgbouncer and missing_reason())]
+    assert sorted(summary["target"]) == sorted(runnable)
+    for cell in summary["cell_id"]:
+        raw = out / "raw" / cell
+        assert (raw / "locust_stats.csv").exists() and (raw / "target.log").exists()
+    baseline = pd.read_csv(out / "baseline.csv").set_index("mode")
+    # PostgreSQL's own ceiling: a new connection per transaction costs throughput (wide margin)
+    assert baseline.loc["pooled", "tps"] > 2 * baseline.loc["connect-per-transaction", "tps"]
+
+
+def test_smoke_run_numbers_tell_the_strategies_apart(smoke) -> None:
+    out, proc, _ = smoke
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = pd.read_csv(out / "summary.csv").set_index("target")
+    healthy = [t for t in s.index if TARGETS[t].strategy in ("per-request", "pool-eager", "pool-lazy", "pgbouncer")]
+    assert s.loc[healthy, "valid"].all(), s.loc[healthy, ["valid", "invalid_reason"]]
+    for t in PER_REQUEST:
+        assert s.loc[t, "sessions_per_request"] >= 0.9, t
+    for t in POOL_EAGER:
+        assert s.loc[t, "sessions_per_request"] <= 0.05, t
+        assert s.loc[t, "error_rate"] == 0
+    assert s.loc["global-asyncpg", "error_rate"] > 0
+    assert "InterfaceError" in json.loads(s.loc["global-asyncpg", "errors"])
+    # the three request counts agree in every cell (Locust, the target's /stats, PostgreSQL's sessions)
+    assert s["counts_agree"].all(), s.loc[~s["counts_agree"].astype(bool), ["locust_requests", "target_requests"]]
+    assert (s["requests"] > 0).all() and (s["rps"] > 0).all()
+    # sub-millisecond resolution is kept where latencies are small
+    fine = s.loc[POOL_EAGER, "latency_p50_ms"]
+    assert ((fine * 10).round() == fine * 10).all()
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def test_interrupt_keeps_cells_and_resume_finishes(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    targets = "pool-eager-asyncpg,per-request-asyncpg,pool-lazy-psycopg"
+    before = temp_dirs()
+    proc = subprocess.Popen(
+        [*CONNBENCH, "run", "--profile", "smoke", "--scenarios", "steady", "--targets", targets, "--out", str(out),
+         "--no-report", "--no-baseline"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+    )  # fmt: skip
+    try:
+        wait_until(lambda: (out / "summary.csv").exists(), timeout=120, what="the first cell")
+        wait_until(lambda: len(_children(proc.pid)) >= 3, timeout=60, what="the second cell's processes")
+        kids = _children(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "--resume" in err
+    gone, alive = psutil.wait_procs(kids, timeout=10)
+    assert not alive, [p.info if hasattr(p, "info") else p.pid for p in alive]
+    assert not (temp_dirs() - before)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    kept = pd.read_csv(out / "summary.csv")
+    assert 1 <= len(kept) < 3
+    assert set(manifest["cells_done"]) == set(kept["cell_id"])
+    assert len(manifest["cells_missing"]) == 3 - len(kept)
+    assert not (out / "raw" / ".partial").exists()
+
+    resumed = run_connbench("run", "--resume", str(out), "--no-report", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["cells_missing"] == []
+    done = pd.read_csv(out / "summary.csv")
+    assert sorted(done["target"]) == sorted(targets.split(","))
+    assert done["cell_id"].is_unique
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "words"),
+    [
+        (["--targets", "nope"], {}, ["unknown target 'nope'", "pool-eager-asyncpg"]),
+        (["--scenarios", "nope"], {}, ["unknown scenario 'nope'", "steady"]),
+        (["--profile", "huge"], {}, ["unknown profile"]),
+        (["--out", "/proc/connbench-cannot-write"], {}, ["cannot write the results folder"]),
+        ([], {"CONNBENCH_PG_BINDIR": "/nonexistent"}, ["no PostgreSQL server binaries"]),
+        (["--resume", "/nonexistent-run"], {}, ["not a connbench run folder"]),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], env: dict[str, str], words: list[str]) -> None:
+    if "--out" not in args and "--resume" not in args:
+        args = [*args, "--out", str(tmp_path / "run")]
+    proc = run_connbench("run", "--profile", "smoke", *args, "--no-report", env=env, timeout=60)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("connbench: error:"), proc.stderr
+    for w in words:
+        assert w in lines[0]
+    assert not (tmp_path / "run").exists()  # nothing half-written
