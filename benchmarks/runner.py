@@ -294,6 +294,10 @@ def run_load_cell(
     with contextlib.suppress(Exception), contextlib.closing(open_monitor(pg.admin_dsn)) as mon:
         row["sessions_opened"] = poll_sessions(mon) - sessions_before
     row["target_exit"] = target_exit
+    if any(a.do in ("sigterm", "sigkill") for a in sc.actions):
+        from benchmarks.faults import shutdown_metrics
+
+        row.update(shutdown_metrics(pg, target.id, events, samples))
     return summarize(row, cell, raw, locust_out, samples, stats, events, load_workers)
 
 
@@ -322,6 +326,8 @@ def run_actions(
         elif action.do == "sigkill":
             proc.kill()
             events.append((started, "sigkill"))
+        elif action.do == "mark":
+            events.append((started, f"mark:{action.label}" if action.label else "mark"))
     return events
 
 
@@ -373,6 +379,7 @@ def summarize(
             row.get("sessions_opened"),
             cell.users,
             target.session_per_request,
+            final["all_failures"],
         )
         if row["target_requests"] is not None
         else None
@@ -391,10 +398,11 @@ def summarize(
     if row["valid"] and stats is None and not cell.scenario.actions:
         row.update(valid=False, invalid_reason="target died during the load")
     ts = S.per_second(history, sdicts, app, t0, events)
-    if cell.scenario.actions:
-        from benchmarks.faults import action_metrics
+    from benchmarks.faults import action_metrics, errors_with_sqlstate
 
-        row.update(action_metrics(cell, ts, events, t0))
+    row["errors_53300"] = errors_with_sqlstate(final, "53300", start, final["stopped"])
+    if cell.scenario.actions:
+        row.update(action_metrics(cell, ts, events, t0, final=final, samples=sdicts))
     for r in ts:
         r.update(
             cell_id=cell.id,
