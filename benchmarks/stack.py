@@ -1,0 +1,309 @@
+"""`connbench up`: the whole stack as local processes, with the Locust web UI, for interactive use.
+
+An embedded PostgreSQL, PgBouncer in front of it when installed, every runnable target under
+`connbench serve` on a free loopback port (the pgbouncer targets through PgBouncer), and Locust with its web
+UI (one User class per target in the class picker, the connection panel of benchmarks/panel.py). Optionally
+Locust runs as a master with local worker processes. Ctrl-C or SIGTERM stops everything: Locust first, then
+the targets (gracefully, so their exit hooks run), PgBouncer and PostgreSQL; no process and no temporary
+directory is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.errors import ConnbenchError
+from benchmarks.procs import check_port_free, free_port, log_tail
+from targets.strategies import TARGETS, get_target
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+CONNBENCH = [sys.executable, "-m", "benchmarks.cli"]
+# Variables that make the locustfile run a `connbench run` cell; never inherited by the interactive UI.
+RUNNER_ONLY_ENV = ("CONNBENCH_LOCUST_OUT", "CONNBENCH_STAGES", "CONNBENCH_WARMUP")
+
+
+@dataclass
+class Child:
+    """One process of the stack, its output in a log file of the stack's directory."""
+
+    name: str
+    proc: subprocess.Popen
+    log: Path
+    port: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def choose_targets(names: list[str] | None, bouncer_missing: str | None) -> tuple[list[str], dict[str, str]]:
+    """(target ids to start, {skipped id: why})."""
+    ids = [get_target(n).id for n in names] if names else list(TARGETS)
+    skipped = {t: bouncer_missing for t in ids if bouncer_missing and TARGETS[t].via_pgbouncer}
+    return [t for t in ids if t not in skipped], skipped
+
+
+class Stack:
+    """The processes of `connbench up`; a context manager that always stops them and removes its directory."""
+
+    def __init__(
+        self,
+        targets: list[str] | None = None,
+        web_port: int = 8089,
+        max_connections: int = 100,
+        pgbouncer_pool: int | None = None,
+        load_workers: int = 0,
+        locustfile: Path | None = None,
+        ready_timeout: float = 120.0,
+        say: Callable[[str], None] = print,
+    ) -> None:
+        self.requested = targets
+        self.web_port = web_port
+        self.max_connections = max_connections
+        self.pgbouncer_pool = pgbouncer_pool
+        self.load_workers = load_workers
+        self.locustfile = Path(locustfile) if locustfile else LOCUSTFILE
+        self.ready_timeout = ready_timeout
+        self.say = say
+        self.dir: Path | None = None
+        self.pg = None
+        self.bouncer = None
+        self.targets: dict[str, Child] = {}
+        self.skipped: dict[str, str] = {}
+        self.locust: Child | None = None
+        self.workers: list[Child] = []
+        self._reported_dead: set[str] = set()
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def __enter__(self) -> Stack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        from benchmarks.pgbouncer import PgBouncer, missing_reason
+        from benchmarks.postgres import EmbeddedPostgres
+
+        if not self.locustfile.is_file():
+            raise ConnbenchError(f"no locustfile at {self.locustfile}")
+        if self.load_workers < 0:
+            raise ConnbenchError("--load-workers must be 0 or more")
+        check_port_free(self.web_port, "the Locust web UI")
+        ids, self.skipped = choose_targets(self.requested, missing_reason())
+        if not ids:
+            raise ConnbenchError("no target can run here: " + "; ".join(sorted(set(self.skipped.values()))))
+        self.dir = Path(tempfile.mkdtemp(prefix="connbench-up-"))
+
+        self.pg = EmbeddedPostgres(max_connections=self.max_connections)
+        self.pg.start()
+        self.say(f"postgres:  {self.pg.dsn}")
+        if any(TARGETS[t].via_pgbouncer for t in ids):
+            kwargs = {} if self.pgbouncer_pool is None else {"pool_size": self.pgbouncer_pool}
+            self.bouncer = PgBouncer(self.pg.port, **kwargs)
+            self.bouncer.start()
+            self.say(f"pgbouncer: {self.bouncer.dsn}")
+
+        for t in ids:  # start them all, then wait: the imports and pool fills overlap
+            dsn = self.bouncer.dsn if TARGETS[t].via_pgbouncer else self.pg.dsn
+            port = free_port()
+            self.targets[t] = self._spawn(t, [*CONNBENCH, "serve", t, "--port", str(port), "--dsn", dsn], port)
+        self._wait_targets()
+        self._start_locust()
+
+    def _spawn(self, name: str, args: list[str], port: int | None = None, env: dict | None = None) -> Child:
+        assert self.dir is not None
+        log = self.dir / f"{name}.log"
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(
+                args,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**(env or os.environ), "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,  # Ctrl-C reaches `connbench up` only; it stops the children in order
+            )
+        return Child(name, proc, log, port)
+
+    def _wait_targets(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        waiting = dict(self.targets)
+        while waiting:
+            for t, child in list(waiting.items()):
+                if not child.alive():
+                    raise ConnbenchError(
+                        f"target {t} exited with {child.proc.returncode} while starting; log:\n{log_tail(child.log)}"
+                    )
+                if http_ok(child.url + "/ready", timeout=1.0):
+                    del waiting[t]
+            if waiting and time.monotonic() > deadline:
+                t, child = next(iter(waiting.items()))
+                raise ConnbenchError(
+                    f"target {t} not ready after {self.ready_timeout:.0f} s; log:\n{log_tail(child.log)}"
+                )
+            time.sleep(0.2)
+
+    def locust_env(self) -> dict[str, str]:
+        assert self.pg is not None
+        env = {k: v for k, v in os.environ.items() if k not in RUNNER_ONLY_ENV}
+        env["CONNBENCH_TARGET_URLS"] = ",".join(f"{t}={c.url}" for t, c in self.targets.items())
+        env["CONNBENCH_ADMIN_DSN"] = self.pg.admin_dsn
+        return env
+
+    def _start_locust(self) -> None:
+        env = self.locust_env()
+        base = [sys.executable, "-m", "locust", "-f", str(self.locustfile)]
+        args = [*base, "--web-host", "127.0.0.1", "--web-port", str(self.web_port), "--class-picker"]
+        master_port = None
+        if self.load_workers:
+            master_port = free_port()
+            args += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port)]
+        self.locust = self._spawn("locust", args, self.web_port, env)
+        for i in range(self.load_workers):
+            worker = [*base, "--worker", "--master-host", "127.0.0.1", "--master-port", str(master_port)]
+            self.workers.append(self._spawn(f"locust-worker-{i + 1}", worker, env=env))
+        deadline = time.monotonic() + 60
+        while not http_ok(self.web_url + "/", timeout=1.0):
+            if not self.locust.alive() or time.monotonic() > deadline:
+                raise ConnbenchError(f"Locust's web UI did not start; log:\n{log_tail(self.locust.log)}")
+            time.sleep(0.2)
+
+    def describe(self) -> Iterator[str]:
+        width = max(len(t) for t in self.targets)
+        yield "targets:"
+        for t, child in self.targets.items():
+            yield f"  {t:<{width}}  {child.url}"
+        for t, why in self.skipped.items():
+            yield f"  {t:<{width}}  skipped: {why}"
+        if self.workers:
+            yield f"locust:    master with {len(self.workers)} local worker(s)"
+        yield f"Locust web UI:    {self.web_url}"
+        yield f"connection panel: {self.web_url}/connbench"
+        assert self.dir is not None
+        yield f"logs:      {self.dir} (removed on exit)"
+
+    def watch(self, interval: float = 0.5) -> None:
+        """Until interrupted: report a target that exits; fail when Locust or PostgreSQL is gone."""
+        while True:
+            assert self.locust is not None and self.pg is not None
+            if not self.locust.alive():
+                raise ConnbenchError(
+                    f"Locust exited with {self.locust.proc.returncode}; log:\n{log_tail(self.locust.log)}"
+                )
+            if not self.pg.running():
+                raise ConnbenchError("PostgreSQL exited unexpectedly")
+            for child in [*self.targets.values(), *self.workers]:
+                if not child.alive() and child.name not in self._reported_dead:
+                    self._reported_dead.add(child.name)
+                    self.say(f"# {child.name} exited with {child.proc.returncode}; log:\n{log_tail(child.log)}")
+            time.sleep(interval)
+
+    def stop(self) -> None:
+        """Stop every process (Locust, targets, PgBouncer, PostgreSQL) and remove the directory."""
+        with _signals_ignored():
+            children = [c for c in (self.locust, *self.workers) if c is not None]
+            _terminate_all(children, timeout=15)
+            self.locust, self.workers = None, []
+            _terminate_all(list(self.targets.values()), timeout=45)  # graceful: exit hooks run
+            try:
+                if self.bouncer is not None:
+                    self.bouncer.cleanup()
+                    self.bouncer = None
+            finally:
+                if self.pg is not None:
+                    self.pg.cleanup()
+                    self.pg = None
+                if self.dir is not None:
+                    shutil.rmtree(self.dir, ignore_errors=True)
+                    self.dir = None
+
+
+def _terminate_all(children: list[Child], timeout: float) -> None:
+    """SIGTERM to all at once, then wait; SIGKILL whatever is still there after `timeout`."""
+    for c in children:
+        if c.alive():
+            try:
+                c.proc.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + timeout
+    for c in children:
+        try:
+            c.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            c.proc.kill()
+            c.proc.wait()
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """A second Ctrl-C must not cut the clean-up short (only possible in the main thread)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+
+
+def run_up(
+    targets: list[str] | None,
+    web_port: int,
+    max_connections: int,
+    load_workers: int,
+    locustfile: str | None,
+) -> int:
+    """`connbench up`: start, print the addresses, run until Ctrl-C / SIGTERM, stop everything."""
+    with Stack(
+        targets,
+        web_port=web_port,
+        max_connections=max_connections,
+        load_workers=load_workers,
+        locustfile=Path(locustfile) if locustfile else None,
+        say=lambda line: print(line, flush=True),
+    ) as stack:
+        for line in stack.describe():
+            print(line, flush=True)
+        print("# Ctrl-C stops everything", flush=True)
+        try:
+            stack.watch()
+        except KeyboardInterrupt:
+            print("# stopping...", flush=True)
+    return 0

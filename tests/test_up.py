@@ -1,0 +1,219 @@
+"""`connbench up` as a real process: the stack starts, the Locust web UI answers, a test started through the
+UI shows its target's PostgreSQL connections in the panel (headless Chromium reads the page), and Ctrl-C or
+SIGTERM leaves no process and no temporary directory behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from browser import Chromium, find_chromium
+
+from benchmarks.pgbouncer import missing_reason
+from benchmarks.procs import free_port
+from targets.strategies import TARGETS
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_LINE = re.compile(r"^\s+(\S+)\s+(http://127\.0\.0\.1:\d+)$")
+
+
+@dataclass
+class Up:
+    proc: subprocess.Popen
+    web_port: int
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def targets(self) -> dict[str, str]:
+        return {m.group(1): m.group(2) for line in self.lines if (m := TARGET_LINE.match(line))}
+
+    def logs_dir(self) -> Path:
+        line = next(line for line in self.lines if line.startswith("logs:"))
+        return Path(line.split()[1])
+
+
+@contextmanager
+def connbench_up(*args: str, timeout: float = 240.0) -> Iterator[Up]:
+    """Run `connbench up --web-port P ARGS`, wait for its banner; always end it (and check it ended)."""
+    web_port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.cli", "up", "--web-port", str(web_port), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+    )
+    up = Up(proc, web_port)
+    reader = threading.Thread(target=lambda: up.lines.extend(line.rstrip("\n") for line in proc.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not any(line.startswith("# Ctrl-C stops") for line in up.lines):
+            assert proc.poll() is None, f"connbench up exited with {proc.returncode}:\n{up.output()}"
+            assert time.monotonic() < deadline, f"connbench up not up after {timeout:.0f} s:\n{up.output()}"
+            time.sleep(0.2)
+        yield up
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        reader.join(10)
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+def running(p: psutil.Process) -> bool:
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def stop_and_check(up: Up, sig: int) -> None:
+    """Send `sig` to `connbench up`; it must exit 0 and take every process and directory with it."""
+    children = descendants(up.proc.pid)
+    names = " ".join(" ".join(c.cmdline()[:4]) for c in children if c.is_running())
+    assert "postgres" in names and "locust" in names and "serve" in names, names
+    logs = up.logs_dir()
+    assert logs.is_dir()
+    up.proc.send_signal(sig)
+    assert up.proc.wait(120) == 0, up.output()
+    left = [c for c in children if running(c)]
+    assert not left, f"left running: {[c.cmdline() for c in left]}"
+    assert not logs.exists(), f"{logs} left behind"
+    pg_dirs = re.findall(r"-D (\S+)/data", names)
+    assert pg_dirs and not any(Path(d).exists() for d in pg_dirs), pg_dirs
+
+
+def test_up_starts_every_runnable_target_and_sigterm_stops_everything():
+    with connbench_up() as up:
+        skipped = missing_reason()
+        expected = {t for t, tg in TARGETS.items() if not (skipped and tg.via_pgbouncer)}
+        assert set(up.targets()) == expected, up.output()
+        for url in up.targets().values():
+            assert httpx.get(url + "/ready", timeout=10).status_code == 200
+        r = httpx.get(up.web_url + "/", timeout=10)
+        assert r.status_code == 200 and "window.templateArgs" in r.text
+        assert "connbench-panel-link" in r.text
+        panel = httpx.get(up.web_url + "/connbench/connections", timeout=10).json()
+        assert [row["target"] for row in panel["targets"]] == list(up.targets())
+        stop_and_check(up, signal.SIGTERM)
+
+
+PANEL_ROWS_JS = """
+Array.from(document.querySelectorAll('tr')).map(tr =>
+  Array.from(tr.querySelectorAll('td, th')).map(td => td.innerText.trim()))
+"""
+
+
+def wait_until(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout:.0f} s"
+        time.sleep(0.2)
+
+
+def row_for(rows: list[list[str]], target: str) -> list[str] | None:
+    return next((r for r in rows if r and r[0] == target), None)
+
+
+def wait_for_row(browser: Chromium, target: str, column: int, timeout: float = 60.0) -> list[str]:
+    """The table row of `target` once its `column` shows a number above zero."""
+    deadline = time.monotonic() + timeout
+    rows: list = []
+    while time.monotonic() < deadline:
+        rows = browser.evaluate(PANEL_ROWS_JS) or []
+        row = row_for(rows, target)
+        if row and len(row) > column and row[column].isdigit() and int(row[column]) > 0:
+            return row
+        time.sleep(0.5)
+    shot = browser.screenshot(Path(tempfile.mkdtemp(prefix="connbench-test-")) / "failed.png")
+    raise AssertionError(f"no connections shown for {target} in {timeout:.0f} s (see {shot}); rows: {rows}")
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed (apt-get install chromium)")
+def test_test_started_in_the_web_ui_shows_connections_in_the_panel(tmp_path):
+    chosen = "pool-lazy-asyncpg"  # no connection until its first requests: the panel shows the test's doing
+    with connbench_up("--targets", f"{chosen},pool-eager-psycopg") as up, Chromium() as browser:
+        browser.open(up.web_url + "/")
+        assert "Start" in browser.text() or "START" in browser.text().upper()
+        before = httpx.get(up.web_url + "/connbench/connections", timeout=10).json()
+        assert row_for([[r["target"], r["total"]] for r in before["targets"]], chosen) == [chosen, 0]
+
+        # Start a short test from the page, as its form does: POST ./swarm with the class picker's choice.
+        form = [["user_count", "4"], ["spawn_rate", "4"], ["user_classes", chosen], ["run_time", "90s"]]
+        started = browser.evaluate(
+            f"fetch('./swarm', {{method: 'POST', body: new URLSearchParams({json.dumps(form)})}}).then(r => r.json())"
+        )
+        assert started["success"], started
+        # The form switches the page to the running view itself; a page opened anew shows it once the
+        # runner has left its ready state (spawning starts in a greenlet, just after the answer).
+        wait_until(lambda: httpx.get(up.web_url + "/stats/requests", timeout=10).json()["state"] != "ready")
+
+        # Locust's own tab, filled from /stats/requests: columns Target, Locust users, Connections, ...
+        browser.open(up.web_url + "/?tab=connbench")
+        row = wait_for_row(browser, chosen, column=2)
+        assert int(row[1]) == 4, row  # the test's users are all on the chosen target
+        text = browser.text()
+        assert "PostgreSQL connections" in text and "Sessions opened/s" in text
+        browser.screenshot(tmp_path / "locust-tab.png")
+
+        # The panel's own page, refreshed every second.
+        browser.open(up.web_url + "/connbench")
+        row = wait_for_row(browser, chosen, column=2)
+        assert int(row[1]) == 4, row
+        status = browser.evaluate("document.getElementById('status').innerText")
+        assert "sessions opened/s" in status and "running" in status, status
+        assert row_for(browser.evaluate(PANEL_ROWS_JS), "pool-eager-psycopg")[2] != "0"
+        shot = browser.screenshot(tmp_path / "connbench-panel.png")
+        assert shot.stat().st_size > 10_000
+
+        stop_and_check(up, signal.SIGINT)
+
+
+def test_up_fails_cleanly_when_the_web_port_is_taken():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", "benchmarks.cli", "up", "--web-port", str(port)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+        )
+    assert out.returncode == 1
+    assert f"port {port}" in out.stderr and "Locust web UI" in out.stderr
