@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -38,6 +40,16 @@ FLAGS = [
 
 def find_chromium() -> str | None:
     return next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser")) if p), None)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
 
 
 class Chromium:
@@ -89,13 +101,23 @@ class Chromium:
         ws = getattr(self, "ws", None)
         if ws is not None:
             ws.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
+        # The browser's helper processes share its process group (its own session): end them all, then
+        # remove the profile they were writing to.
+        for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
-                self.proc.wait(15)
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                continue
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and _group_alive(self.proc.pid):
+                time.sleep(0.1)
+            if not _group_alive(self.proc.pid):
+                break
+        self.proc.wait()
         shutil.rmtree(self.profile, ignore_errors=True)
 
     # -- protocol --------------------------------------------------------------------------------------

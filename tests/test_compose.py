@@ -7,6 +7,7 @@ service names `postgres` and `pgbouncer` mapped to 127.0.0.1 and their ports).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -296,8 +297,48 @@ def test_pgbouncer_entrypoint_pools_with_the_password(pg):
             psycopg.connect(dsn.replace("s3cret-pw", "wrong"), connect_timeout=5).close()
         ini = (config_dir / "pgbouncer.ini").read_text()
         assert "pool_mode = transaction" in ini and "default_pool_size = 3" in ini
+        check = dockerfile_healthcheck(ENTRYPOINT.parent / "Dockerfile")
+        assert subprocess.run(check, env={"PGBOUNCER_PORT": str(port)}, timeout=10).returncode == 0
+        assert subprocess.run(check, env={"PGBOUNCER_PORT": str(free_port())}, timeout=10).returncode != 0
     finally:
         proc.terminate()
         proc.wait(15)
         proc.stdout.close()
         shutil.rmtree(config_dir, ignore_errors=True)
+
+
+# -- the target image's CMD and HEALTHCHECK, run natively ----------------------------------------------
+TARGET_DOCKERFILE = REPO / "targets" / "Dockerfile"
+
+
+def dockerfile_instruction(path: Path, name: str) -> str:
+    """The text of the last `name` instruction, continuation lines joined."""
+    text = re.sub(r"\\\n\s*", " ", path.read_text())
+    found = [line[len(name) :].strip() for line in text.splitlines() if line.startswith(name + " ")]
+    assert found, f"no {name} in {path}"
+    return found[-1]
+
+
+def dockerfile_healthcheck(path: Path) -> list[str]:
+    """HEALTHCHECK [options] CMD ["exec", "form"] as an argument list."""
+    spec = dockerfile_instruction(path, "HEALTHCHECK")
+    return json.loads(spec.split(" CMD ", 1)[1])
+
+
+def test_image_cmd_serves_the_target_and_healthcheck_sees_it(pg):
+    cmd = dockerfile_instruction(TARGET_DOCKERFILE, "CMD")
+    assert not cmd.startswith("["), "shell form expected: the target comes from $CONNBENCH_TARGET"
+    port = free_port()
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        "CONNBENCH_TARGET": "pool-eager-psycopg",
+        "CONNBENCH_DSN": pg.dsn,
+        "CONNBENCH_HOST": "127.0.0.1",
+        "CONNBENCH_PORT": str(port),
+    }
+    check = dockerfile_healthcheck(TARGET_DOCKERFILE)
+    check = [sys.executable if check[0] == "python" else check[0], *check[1:]]
+    with run_native(["sh", "-c", cmd], env, port) as url:
+        assert httpx.get(url + "/db", timeout=30).status_code == 200
+        assert subprocess.run(check, env=env, timeout=30).returncode == 0
+    assert subprocess.run(check, env=env, capture_output=True, timeout=30).returncode != 0

@@ -217,3 +217,34 @@ def test_up_fails_cleanly_when_the_web_port_is_taken():
         )
     assert out.returncode == 1
     assert f"port {port}" in out.stderr and "Locust web UI" in out.stderr
+
+
+def test_monitor_counts_each_targets_connections_and_reports_an_unreachable_database(pg):
+    import psycopg
+
+    from benchmarks.panel import ConnectionMonitor, table_rows
+
+    monitor = ConnectionMonitor(pg.admin_dsn, ["pool-lazy-psycopg", "global-asyncpg"])
+    try:
+        with (
+            psycopg.connect(pg.dsn, application_name="connbench:global-asyncpg"),
+            psycopg.connect(pg.dsn, application_name="connbench:leaky-psycopg"),
+            psycopg.connect(pg.dsn, application_name="connbench:probe"),  # not a target: not shown
+        ):
+            first = monitor.poll_once()
+            second = monitor.poll_once()
+        rows = {r["target"]: r for r in second["targets"]}
+        # The listed targets first, in order; then any other target PostgreSQL has connections of.
+        assert list(rows)[:2] == ["pool-lazy-psycopg", "global-asyncpg"] and "leaky-psycopg" in rows
+        assert "probe" not in rows
+        assert rows["global-asyncpg"]["total"] == 1 and rows["leaky-psycopg"]["total"] == 1
+        assert rows["pool-lazy-psycopg"]["total"] == 0
+        assert second["db_up"] and second["max_connections"] == 100
+        assert first["sessions_per_s"] is None and second["sessions_per_s"] >= 0
+        assert table_rows(second)[0]["target"].startswith("all targets")
+    finally:
+        monitor.close()
+
+    down = ConnectionMonitor(f"postgresql://postgres@127.0.0.1:{free_port()}/postgres").poll_once()
+    assert down["db_up"] is False and down["error"]
+    assert table_rows(down)[0]["target"].startswith("PostgreSQL unreachable")
