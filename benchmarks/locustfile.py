@@ -50,12 +50,32 @@ class TargetUser(FastHttpUser):
         with self.client.get("/db", name="/db", catch_response=True) as resp:
             if resp.status_code == 200:
                 resp.success()
+                _tick("ok")
                 return
+            sqlstate = None
             try:
-                error = resp.json().get("error") or f"HTTP {resp.status_code}"
+                body = resp.json()
+                error = body.get("error") or f"HTTP {resp.status_code}"
+                sqlstate = body.get("sqlstate")
             except Exception:
                 error = f"HTTP {resp.status_code}" if resp.status_code else type(resp.error).__name__
+            _tick(error, sqlstate)
             resp.failure(error)
+
+
+# Outcomes per 100 ms of completion time, over the whole run (warm-up included): {"ok": n, "<ErrorClass>": n},
+# and the SQLSTATEs of the 503 bodies. Fault scenarios time outages and recoveries with these (benchmarks/faults.py).
+TICKS: dict[int, dict[str, int]] = {}
+SQLSTATES: dict[int, dict[str, int]] = {}
+
+
+def _tick(outcome: str, sqlstate: str | None = None) -> None:
+    ds = int(time.time() * 10)
+    bucket = TICKS.setdefault(ds, {})
+    bucket[outcome] = bucket.get(outcome, 0) + 1
+    if sqlstate:
+        codes = SQLSTATES.setdefault(ds, {})
+        codes[sqlstate] = codes.get(sqlstate, 0) + 1
 
 
 _urls = _target_urls()
@@ -174,5 +194,7 @@ def _on_stop(environment, **_kw) -> None:
         "errors": _errors_by_class(stats),
         "all_requests": _state["warmup_requests"] + total.num_requests,
         "all_failures": _state["warmup_failures"] + total.num_failures,
+        "ticks": {str(k): v for k, v in sorted(TICKS.items())},
+        "sqlstate_ticks": {str(k): v for k, v in sorted(SQLSTATES.items())},
     }
     Path(OUT, "final.json").write_text(json.dumps(final))

@@ -306,11 +306,12 @@ def run_actions(
 ) -> list[tuple[float, str]]:
     """Wait for the load to start, log its start, then do the scenario's actions at their times."""
     deadline = time.monotonic() + 60
-    while not (locust_out / "started").exists():
+    started_file = locust_out / "started"
+    while not (started_file.exists() and started_file.read_text().strip()):  # exists before it is written
         if locust.poll() is not None or time.monotonic() > deadline:
             return []
         time.sleep(0.05)
-    t0 = float((locust_out / "started").read_text())
+    t0 = float(started_file.read_text())
     events: list[tuple[float, str]] = [(t0, "load-start")]
     for action in sorted(sc.actions, key=lambda a: a.at):
         delay = t0 + action.at - time.time()

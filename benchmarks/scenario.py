@@ -21,7 +21,7 @@ the file and the key, so a typo never silently changes a benchmark.
     env = {CONNBENCH_POOL_MAX = "10"}
     [[actions]]                         # things done to the stack at a time after load start
     at = 8
-    do = "restart-db"                   # restart-db | sigterm | sigkill
+    do = "restart-db"                   # restart-db | sigterm | sigkill | mark (only logs an event)
     mode = "fast"
     [profiles.smoke]
     users = [4]
@@ -42,7 +42,7 @@ from targets.strategies import STRATEGIES, TARGETS
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
 PROFILES = ("smoke", "quick", "full")
 KINDS = ("load", "cold-start")
-ACTIONS = ("restart-db", "sigterm", "sigkill")
+ACTIONS = ("restart-db", "sigterm", "sigkill", "mark")
 TOP_KEYS = {
     "description",
     "kind",
@@ -63,6 +63,7 @@ class Action:
     at: float
     do: str
     mode: str = "fast"
+    label: str = ""  # mark: the event's name in timeseries.csv ("mark:<label>")
 
 
 @dataclass(frozen=True)
@@ -151,10 +152,11 @@ def parse_scenario(path: Path, profile: str) -> Scenario | None:
             raise ConnbenchError(f"{where}: key 'targets' names unknown target or strategy {t!r}")
     actions = []
     for i, a in enumerate(over.get("actions", data.get("actions", []))):
-        _check_keys(f"{where} [[actions]] #{i + 1}", a, {"at", "do", "mode"})
+        _check_keys(f"{where} [[actions]] #{i + 1}", a, {"at", "do", "mode", "label"})
         if a.get("do") not in ACTIONS:
             raise ConnbenchError(f"{where}: key 'do' of action #{i + 1} must be one of {', '.join(ACTIONS)}")
-        actions.append(Action(_typed(where, "at", a.get("at"), float), a["do"], str(a.get("mode", "fast"))))
+        at = _typed(where, "at", a.get("at"), float)
+        actions.append(Action(at, a["do"], str(a.get("mode", "fast")), str(a.get("label", ""))))
     users = load.get("users", [8])
     if not isinstance(users, list) or not users or not all(isinstance(u, int) and u > 0 for u in users):
         raise ConnbenchError(f"{where}: key 'users' must be a non-empty list of positive integers, got {users!r}")
