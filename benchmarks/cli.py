@@ -141,6 +141,12 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from benchmarks.report import cmd_report as report
+
+    return report(args.run_dir)
+
+
 # -- main ----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="connbench", description=__doc__)
@@ -181,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--clients", type=int, default=8)
     s.add_argument("--seconds", type=int, default=5)
     s.set_defaults(func=cmd_baseline)
+
+    s = sub.add_parser("report", help="execute the report notebook on a run folder: report.html + figures/*.png")
+    s.add_argument("run_dir", nargs="?", default=None, metavar="RUN_DIR", help="default: the newest under results/")
+    s.set_defaults(func=cmd_report)
 
     for register in _extra_commands:
         register(sub)
