@@ -59,9 +59,7 @@ def find_bindir() -> Path:
             out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
             if out.returncode == 0:
                 candidates.append(Path(out.stdout.strip()))
-        debian = sorted(
-            glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True
-        )
+        debian = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True)
         candidates += [Path(p) for p in debian]
         spec = importlib.util.find_spec("pgserver")
         if spec and spec.origin:
@@ -164,8 +162,7 @@ class EmbeddedPostgres:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise ConnbenchError(
-                    f"PostgreSQL failed to start (exit {self.proc.returncode}); log:\n"
-                    + log_tail(self.log_path)
+                    f"PostgreSQL failed to start (exit {self.proc.returncode}); log:\n" + log_tail(self.log_path)
                 )
             try:
                 with psycopg.connect(self.admin_dsn, connect_timeout=2, application_name="connbench:harness"):

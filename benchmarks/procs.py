@@ -30,9 +30,7 @@ def check_port_free(port: int, what: str) -> None:
         try:
             s.bind(("127.0.0.1", port))
         except OSError as exc:
-            raise ConnbenchError(
-                f"port {port} for {what} is already in use on 127.0.0.1 ({exc.strerror})"
-            ) from None
+            raise ConnbenchError(f"port {port} for {what} is already in use on 127.0.0.1 ({exc.strerror})") from None
 
 
 def wait_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> bool:
@@ -81,9 +79,7 @@ def log_tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def stop_process(
-    proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 20.0
-) -> int | None:
+def stop_process(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
     """Send `sig`, wait up to `timeout`, then SIGKILL. Returns the exit status."""
     if proc is None:
         return None
