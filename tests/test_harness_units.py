@@ -166,3 +166,9 @@ def test_per_second_join_and_connection_figures() -> None:
 def test_cell_ids_are_stable() -> None:
     sc = load_profile("smoke", ["steady"])[0]
     assert Cell(sc, "global-asyncpg", 8, 1).id == "steady.global-asyncpg.u8.r1"
+
+
+def test_readme_documents_every_results_column() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for col in S.SUMMARY_COLUMNS + S.TIMESERIES_COLUMNS:
+        assert f"`{col}`" in readme, col
