@@ -195,7 +195,9 @@ class _Edge(Strategy):
 
     def _in_isolate(self, work: Work[T]) -> T:
         try:
-            return asyncio.run(self._handle(work))  # a new event loop for this request only
+            # A new event loop for this request only, with the wall-time limit an edge runtime puts on a
+            # request: past it the isolate is torn down, so no thread outlives its request.
+            return asyncio.run(asyncio.wait_for(self._handle(work), self.settings.request_timeout))
         except BaseException:
             self._reset_isolate()
             raise
