@@ -75,6 +75,22 @@ def errors_with_sqlstate(final: dict[str, Any], sqlstate: str, start: float | No
     return n
 
 
+def accepted_failures(final: dict[str, Any], signalled: float, after: list[Bin]) -> int:
+    """Failed requests the target had accepted: in flight at the signal, or failed later other than refused.
+
+    A request in flight on a connection the target then closed is re-sent by Locust's HTTP client on a new
+    connection (GET is idempotent) and so fails as ConnectionRefusedError: its span, not its name, says that
+    it was in flight.
+    """
+    spans = final.get("failure_spans")
+    if spans is None:  # an older locustfile: refused connections cannot be told from lost requests
+        return sum(n for b in after for k, n in b.failed.items() if k not in NOT_LISTENING)
+    cs = signalled * 100
+    in_flight = sum(n for sent, done, _err, n in spans if sent < cs <= done + 1)
+    later = sum(n for sent, _done, err, n in spans if sent >= cs and err not in NOT_LISTENING)
+    return in_flight + later
+
+
 def _event_time(events: list[tuple[float, str]], *prefixes: str) -> float | None:
     return next((t for t, name in events if name.startswith(prefixes)), None)
 
@@ -118,8 +134,12 @@ def action_metrics(
     before = [b for b in bins if b.t < start_bin]
     if killed:
         # The target is gone on purpose: what matters is whether requests it had accepted failed.
-        accepted_failures = sum(n for b in after for k, n in b.failed.items() if k not in NOT_LISTENING)
-        return {"errors_after_action": accepted_failures, "outage_s": None, "recovery_s": None, "recovered": None}
+        return {
+            "errors_after_action": accepted_failures(final or {}, fault_at, after),
+            "outage_s": None,
+            "recovery_s": None,
+            "recovered": None,
+        }
     failing = [b for b in after if b.failures]
     outage = round(failing[-1].t + TICK - failing[0].t, 3) if failing else 0.0
     back_bin = math.floor(back_at / TICK) * TICK - 1e-9
@@ -362,7 +382,8 @@ def run_cold_start_cell(
     time.sleep(0.3)  # a last poll or two after the burst
     samples = sampler.stop()
     live.sampler = None
-    row["target_exit"] = stop_process(proc, signal.SIGTERM, 30)
+    # 10 s: nothing is in flight after the burst; a target that has not exited by then hangs (SIGKILL: -9)
+    row["target_exit"] = stop_process(proc, signal.SIGTERM, 10)
     (raw / "shots.json").write_text(json.dumps([s.__dict__ for s in shots]))
     if stats is not None:
         (raw / "stats.json").write_text(json.dumps(stats, indent=1))

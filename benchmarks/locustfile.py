@@ -47,6 +47,7 @@ class TargetUser(FastHttpUser):
 
     @task
     def db(self) -> None:
+        sent = time.time()
         with self.client.get("/db", name="/db", catch_response=True) as resp:
             if resp.status_code == 200:
                 resp.success()
@@ -59,23 +60,30 @@ class TargetUser(FastHttpUser):
                 sqlstate = body.get("sqlstate")
             except Exception:
                 error = f"HTTP {resp.status_code}" if resp.status_code else type(resp.error).__name__
-            _tick(error, sqlstate)
+            _tick(error, sqlstate, sent)
             resp.failure(error)
 
 
 # Outcomes per 100 ms of completion time, over the whole run (warm-up included): {"ok": n, "<ErrorClass>": n},
-# and the SQLSTATEs of the 503 bodies. Fault scenarios time outages and recoveries with these (benchmarks/faults.py).
+# the SQLSTATEs of the 503 bodies, and failures by (sent, completed) in 10 ms units, so a request in flight at a
+# fault is known even when geventhttpclient re-sent it on a new connection. Fault scenarios time outages and
+# recoveries with these (benchmarks/faults.py).
 TICKS: dict[int, dict[str, int]] = {}
 SQLSTATES: dict[int, dict[str, int]] = {}
+FAILURE_SPANS: dict[tuple[int, int, str], int] = {}
 
 
-def _tick(outcome: str, sqlstate: str | None = None) -> None:
-    ds = int(time.time() * 10)
+def _tick(outcome: str, sqlstate: str | None = None, sent: float | None = None) -> None:
+    now = time.time()
+    ds = int(now * 10)
     bucket = TICKS.setdefault(ds, {})
     bucket[outcome] = bucket.get(outcome, 0) + 1
     if sqlstate:
         codes = SQLSTATES.setdefault(ds, {})
         codes[sqlstate] = codes.get(sqlstate, 0) + 1
+    if sent is not None:
+        key = (int(sent * 100), int(now * 100), outcome)
+        FAILURE_SPANS[key] = FAILURE_SPANS.get(key, 0) + 1
 
 
 _urls = _target_urls()
@@ -196,5 +204,6 @@ def _on_stop(environment, **_kw) -> None:
         "all_failures": _state["warmup_failures"] + total.num_failures,
         "ticks": {str(k): v for k, v in sorted(TICKS.items())},
         "sqlstate_ticks": {str(k): v for k, v in sorted(SQLSTATES.items())},
+        "failure_spans": [[sent, done, error, n] for (sent, done, error), n in sorted(FAILURE_SPANS.items())],
     }
     Path(OUT, "final.json").write_text(json.dumps(final))

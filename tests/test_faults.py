@@ -1,0 +1,195 @@
+"""Fault and lifecycle scenarios end to end: `connbench run --profile smoke` on a few targets per scenario.
+
+Each fixture runs one scenario as the user would (a subprocess, real PostgreSQL, real targets, real Locust)
+and the tests read its summary.csv. The machine is small and shared: the assertions are about behaviour
+(recovers or not, hits the cap or not, logged or not), never about timings beyond wide bounds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from helpers import run_connbench
+
+from benchmarks import faults as F
+from benchmarks.summary import SUMMARY_COLUMNS
+
+
+def run_scenario(tmp_path_factory: pytest.TempPathFactory, scenario: str, targets: list[str]) -> Path:
+    out = tmp_path_factory.mktemp(scenario) / "run"
+    proc: subprocess.CompletedProcess = run_connbench(
+        "run", "--profile", "smoke", "--scenarios", scenario, "--targets", ",".join(targets),
+        "--out", str(out), "--no-report", "--no-baseline", timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.columns) == SUMMARY_COLUMNS
+    assert sorted(summary["target"]) == sorted(targets)
+    return out
+
+
+def summary(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "summary.csv").set_index("target")
+
+
+def events(out: Path, target: str) -> list[str]:
+    ts = pd.read_csv(out / "timeseries.csv")
+    return [e for e in ts.loc[ts["target"] == target, "event"].dropna() for e in e.split(";")]
+
+
+# -- db-restart ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def db_restart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run_scenario(tmp_path_factory, "db-restart", ["global-asyncpg", "per-request-asyncpg", "pool-eager-asyncpg"])
+
+
+def test_db_restart_global_stays_dead_pools_and_per_request_recover(db_restart: Path) -> None:
+    s = summary(db_restart)
+    for t in s.index:
+        assert {"db-stop:fast", "db-up"} <= set(events(db_restart, t)), t
+    # the one shared connection died with its server session and is never replaced
+    assert not s.loc["global-asyncpg", "recovered"]
+    assert math.isnan(s.loc["global-asyncpg", "recovery_s"])
+    assert s.loc["global-asyncpg", "errors_after_action"] > 0
+    for t in ("per-request-asyncpg", "pool-eager-asyncpg"):
+        assert s.loc[t, "recovered"], s.loc[t, ["errors", "recovery_s"]]
+        assert 0 <= s.loc[t, "recovery_s"] < 4.0, t  # wide: the database is back, the next requests succeed
+        assert s.loc[t, "outage_s"] < 4.0, t
+
+
+# -- conn-cap ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def conn_cap(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run_scenario(tmp_path_factory, "conn-cap", ["leaky-asyncpg", "leaky-psycopg"])
+
+
+def test_conn_cap_leaky_asyncpg_hits_53300(conn_cap: Path) -> None:
+    s = summary(conn_cap)
+    row = s.loc["leaky-asyncpg"]
+    assert row["errors_53300"] > 0
+    assert "TooManyConnectionsError" in json.loads(row["errors"])
+    assert row["conn_peak"] >= 12  # 17 slots for the targets' role (max_connections 20, 3 reserved)
+
+
+def test_conn_cap_leaky_psycopg_is_reclaimed_by_gc(conn_cap: Path) -> None:
+    """What really happens: psycopg_pool's dropped pools are garbage-collected and their connections closed."""
+    row = summary(conn_cap).loc["leaky-psycopg"]
+    assert row["requests"] > 0
+    assert row["error_rate"] < 0.5, row["errors"]
+    assert row["errors_53300"] < row["requests"] / 2
+    # still one new session per request: each leaked pool opened its connection
+    assert row["sessions_opened"] >= row["requests"] / 2
+
+
+# -- cold-start ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cold_start(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run_scenario(tmp_path_factory, "cold-start", ["pool-eager-asyncpg", "pool-lazy-asyncpg"])
+
+
+def test_cold_start_eager_is_ready_later_and_answers_first_requests_no_slower(cold_start: Path) -> None:
+    s = summary(cold_start)
+    eager, lazy = s.loc["pool-eager-asyncpg"], s.loc["pool-lazy-asyncpg"]
+    assert eager["failures"] == 0 and lazy["failures"] == 0
+    for row in (eager, lazy):
+        assert row["first_request_ms"] > 0 and row["first10_p50_ms"] > 0 and row["time_to_ready_s"] > 0
+    # The startup hook itself (the target's own clock, /stats ready_at - started_at): eager fills its pool.
+    hook = {}
+    for t in s.index:
+        stats = json.loads((cold_start / "raw" / s.loc[t, "cell_id"] / "stats.json").read_text())
+        hook[t] = stats["ready_at"] - stats["started_at"]
+    assert hook["pool-eager-asyncpg"] > hook["pool-lazy-asyncpg"]
+    # Process start to /ready includes interpreter start-up, which is noisier than the pool fill: wide margin.
+    assert eager["time_to_ready_s"] >= lazy["time_to_ready_s"] - 0.5
+    # Its first requests find open connections: not slower than lazy's, which open them (wide margin).
+    assert eager["first_request_ms"] <= lazy["first_request_ms"] + 30
+    assert eager["first10_p50_ms"] <= lazy["first10_p50_ms"] + 30
+    assert eager["conn_peak"] == 10  # pool_min connections before the first request
+    assert lazy["sessions_opened"] <= 8  # opened on demand, at most one per concurrent client
+
+
+# -- shutdown (SIGTERM) and shutdown-kill (SIGKILL) ----------------------------------------------------
+@pytest.fixture(scope="module")
+def shutdown(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run_scenario(tmp_path_factory, "shutdown", ["pool-eager-asyncpg"])
+
+
+@pytest.fixture(scope="module")
+def shutdown_kill(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run_scenario(tmp_path_factory, "shutdown-kill", ["pool-eager-asyncpg"])
+
+
+def test_sigterm_logs_the_exit_and_releases_every_connection(shutdown: Path) -> None:
+    row = summary(shutdown).loc["pool-eager-asyncpg"]
+    assert "sigterm" in events(shutdown, "pool-eager-asyncpg")
+    assert row["target_exit"] == 0
+    assert row["shutdown_logged"]
+    assert 0 <= row["release_s"] < 10  # PostgreSQL showed no connection of the target afterwards
+    assert row["errors_after_action"] <= 2  # in-flight requests are drained, not dropped
+
+
+def test_sigkill_runs_no_hook_and_loses_in_flight_requests(shutdown_kill: Path) -> None:
+    row = summary(shutdown_kill).loc["pool-eager-asyncpg"]
+    assert "sigkill" in events(shutdown_kill, "pool-eager-asyncpg")
+    assert row["target_exit"] == -9
+    assert not row["shutdown_logged"]
+    assert 0 <= row["release_s"] < 10  # the kernel closes the sockets; PostgreSQL notices
+    assert row["errors_after_action"] >= 1
+
+
+# -- idle-timeout --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def idle_timeout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return run_scenario(tmp_path_factory, "idle-timeout", ["global-asyncpg", "pool-eager-asyncpg"])
+
+
+def test_idle_timeout_kills_the_global_connection_asyncpg_pool_reconnects(idle_timeout: Path) -> None:
+    s = summary(idle_timeout)
+    assert "mark:second-burst" in events(idle_timeout, "global-asyncpg")
+    assert not s.loc["global-asyncpg", "recovered"]
+    assert s.loc["global-asyncpg", "errors_after_action"] > 0
+    # asyncpg's pool sees the server close the idle connections and opens new ones on acquire
+    assert s.loc["pool-eager-asyncpg", "recovered"]
+    assert s.loc["pool-eager-asyncpg", "errors_after_action"] <= 2
+
+
+# -- the arithmetic, on made-up outcomes ---------------------------------------------------------------
+def _final(ticks: dict[float, dict[str, int]], spans: list[list] | None = None) -> dict:
+    out = {"ticks": {str(round(t * 10)): v for t, v in ticks.items()}, "stopped": max(ticks) + 2}
+    if spans is not None:
+        out["failure_spans"] = spans
+    return out
+
+
+def test_action_metrics_outage_recovery_and_recovered() -> None:
+    t0 = 1000.0
+    ticks = {t0 + i / 10: {"ok": 10} for i in range(30)}  # 3 s healthy
+    ticks |= {t0 + 3 + i / 10: {"ConnectionRefusedError": 5} for i in range(10)}  # 1 s down
+    ticks |= {t0 + 4.5 + i / 10: {"ok": 10} for i in range(30)}  # back 0.5 s after db-up
+    ev = [(t0, "load-start"), (t0 + 3.0, "db-stop:fast"), (t0 + 4.0, "db-up")]
+    m = F.action_metrics(None, [], ev, t0, final=_final(ticks))  # type: ignore[arg-type]
+    assert m["errors_after_action"] == 50
+    assert m["outage_s"] == pytest.approx(1.0, abs=0.11)
+    assert m["recovery_s"] == pytest.approx(0.6, abs=0.11)
+    assert m["recovered"] is True
+    dead = {t: v for t, v in ticks.items() if t < t0 + 3} | {t0 + 3 + i / 10: {"InterfaceError": 5} for i in range(40)}
+    m = F.action_metrics(None, [], ev, t0, final=_final(dead))  # type: ignore[arg-type]
+    assert m["recovered"] is False and m["recovery_s"] is None
+
+
+def test_accepted_failures_count_requests_in_flight_at_the_signal() -> None:
+    t0 = 1000.0
+    ticks = {t0 + i / 10: {"ok": 10} for i in range(20)} | {t0 + 2.1: {"ConnectionRefusedError": 30}}
+    spans = [
+        [int((t0 + 1.95) * 100), int((t0 + 2.05) * 100), "ConnectionRefusedError", 3],  # in flight, re-sent, refused
+        [int((t0 + 2.06) * 100), int((t0 + 2.06) * 100), "ConnectionRefusedError", 27],  # sent after: not counted
+    ]
+    ev = [(t0, "load-start"), (t0 + 2.0, "sigkill")]
+    m = F.action_metrics(None, [], ev, t0, final=_final(ticks, spans))  # type: ignore[arg-type]
+    assert m["errors_after_action"] == 3
+    assert m["recovered"] is None and m["outage_s"] is None
