@@ -116,7 +116,8 @@ if STAGES:
             for stage in STAGES:
                 if elapsed < stage["duration"]:
                     users = int(stage["users"])
-                    return users, float(stage.get("spawn_rate") or max(users, 1))
+                    # spawn_rate 0 means "at once", for starting users and for stopping them (an idle gap)
+                    return users, float(stage.get("spawn_rate") or 10_000)
                 elapsed -= stage["duration"]
             return None
 

@@ -382,7 +382,8 @@ def summarize(
             target.session_per_request,
             final["all_failures"],
         )
-        if row["target_requests"] is not None
+        # /stats answers from one worker process only: with several, the target's count is partial
+        if row["target_requests"] is not None and cell.scenario.workers == 1
         else None
     )
     window = [s for s in samples if start <= s.t <= final["stopped"]]
@@ -439,9 +440,12 @@ class Run:
         self.save_manifest()
 
 
-def prepare_out(out: Path | None, profile: str) -> Path:
+def new_run_id(profile: str) -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{profile}"
+
+
+def prepare_out(out: Path | None, run_id: str) -> Path:
     """Create the run folder (or fail clearly before anything is started)."""
-    run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{profile}"
     out = out or RESULTS_ROOT / run_id
     if out.exists() and any(out.iterdir()):
         raise ConnbenchError(f"{out} exists and is not empty (use --resume {out} to finish an interrupted run)")
@@ -486,8 +490,9 @@ def run_matrix(
             raise ConnbenchError("no runnable target: " + "; ".join(f"{t}: {r}" for t, r in skipped.items()))
         for t, reason in skipped.items():
             console.print(f"[yellow]skipping {t}: {reason}[/]")
-        out = prepare_out(out, profile)
-        manifest = new_manifest(out.name, profile, scenarios, targets, skipped)
+        run_id = new_run_id(profile)
+        out = prepare_out(out, run_id)
+        manifest = new_manifest(run_id, profile, scenarios, targets, skipped)
         manifest["load_workers"] = load_workers
     cells = plan(scenarios, targets)
     run = Run(out, manifest)

@@ -121,7 +121,7 @@ class Sampler:
                 self._conn.close()
             self._conn = None
         procs = {}
-        for name, proc in self._procs.items():
+        for name, proc in list(self._procs.items()):  # watch() may add one meanwhile
             try:
                 procs[name] = tree_usage(proc)
             except psutil.Error:
