@@ -394,11 +394,12 @@ def summarize(
         target_cpu_pct=target_use["cpu_pct"],
         locust_cpu_pct=locust_use["cpu_pct"],
     )
+    # The target's death is the cause to report first: Locust then spins on refused connections.
+    if row["valid"] and stats is None and not cell.scenario.actions:
+        row.update(valid=False, invalid_reason="target died during the load")
     cpu_limit = S.LOCUST_CPU_LIMIT * load_workers  # one core per Locust process
     if row["valid"] and (locust_use["cpu_pct"] or 0) > cpu_limit:
         row.update(valid=False, invalid_reason=f"load generator CPU {locust_use['cpu_pct']:.0f}% > {cpu_limit:.0f}%")
-    if row["valid"] and stats is None and not cell.scenario.actions:
-        row.update(valid=False, invalid_reason="target died during the load")
     ts = S.per_second(history, sdicts, app, t0, events)
     from benchmarks.faults import action_metrics, errors_with_sqlstate
 
@@ -564,6 +565,11 @@ def _run_cells(todo: list[Cell], run: Run, live: CellRun, console: Any, load_wor
                     run.add(row)
                     if not row["valid"]:
                         progress.console.print(f"[yellow]{cell.id}: invalid: {row['invalid_reason']}[/]")
+                    elif not progress.console.is_terminal:  # a log file gets one line per cell instead of a bar
+                        done_n, total_n = len(run.manifest["cells_done"]), run.manifest["cells_total"]
+                        progress.console.print(
+                            f"cell {done_n}/{total_n} {cell.id} ({time.monotonic() - started:.0f} s)"
+                        )
                     spent += cell.scenario.total_seconds() + per_cell_overhead
                     elapsed = time.monotonic() - started
                     eta = elapsed / spent * (total - spent) if spent else 0
