@@ -14,6 +14,7 @@ from pathlib import Path
 from benchmarks.errors import ConnbenchError
 from benchmarks.postgres import DB_NAME, DB_USER
 from benchmarks.procs import (
+    Managed,
     check_port_free,
     free_port,
     log_tail,
@@ -47,7 +48,7 @@ def pgbouncer_version() -> str | None:
     return out.stdout.split("\n", 1)[0].replace("PgBouncer", "").strip() or None
 
 
-class PgBouncer:
+class PgBouncer(Managed):
     """One PgBouncer process; a context manager that always stops it and removes its directory."""
 
     def __init__(self, pg_port: int, port: int | None = None, pool_size: int = DEFAULT_POOL_SIZE) -> None:
@@ -66,17 +67,6 @@ class PgBouncer:
     @property
     def dsn(self) -> str:
         return f"postgresql://{DB_USER}@127.0.0.1:{self.port}/{DB_NAME}"
-
-    def __enter__(self) -> PgBouncer:
-        try:
-            self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.cleanup()
 
     def start(self) -> None:
         self.dir = make_service_dir("connbench-pgb-")

@@ -21,6 +21,7 @@ import psycopg
 
 from benchmarks.errors import ConnbenchError
 from benchmarks.procs import (
+    Managed,
     check_port_free,
     free_port,
     log_tail,
@@ -80,7 +81,7 @@ def server_version(bindir: Path | None = None) -> str:
     return out.stdout.split()[2]  # "postgres (PostgreSQL) 15.18 (Debian ...)"
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(Managed):
     """One PostgreSQL cluster in a temporary directory; a context manager that always cleans up."""
 
     def __init__(
@@ -114,17 +115,6 @@ class EmbeddedPostgres:
         return self.dir / "postgres.log"
 
     # -- lifecycle -------------------------------------------------------------------------------------
-    def __enter__(self) -> EmbeddedPostgres:
-        try:
-            self.start()
-        except BaseException:
-            self.cleanup()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.cleanup()
-
     def _run(self, args: list[str]) -> subprocess.CompletedProcess:
         return subprocess.run(args, capture_output=True, text=True, user=service_user(), cwd=self.dir)
 

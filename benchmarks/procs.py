@@ -92,3 +92,27 @@ def stop_process(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeo
         except ProcessLookupError:
             pass
     return proc.wait()
+
+
+class Managed:
+    """A set of processes and files that `start()` creates and `cleanup()` always removes.
+
+    As a context manager it cleans up on any exit, also when `start()` itself fails half-way or on Ctrl-C.
+    """
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):  # noqa: ANN204 - returns the subclass
+        try:
+            self.start()
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.errors import ConnbenchError
-from benchmarks.procs import check_port_free, free_port, log_tail
+from benchmarks.procs import Managed, check_port_free, free_port, log_tail
 from targets.strategies import TARGETS, get_target
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -66,7 +66,7 @@ def choose_targets(names: list[str] | None, bouncer_missing: str | None) -> tupl
     return [t for t in ids if t not in skipped], skipped
 
 
-class Stack:
+class Stack(Managed):
     """The processes of `connbench up`; a context manager that always stops them and removes its directory."""
 
     def __init__(
@@ -102,15 +102,7 @@ class Stack:
         return f"http://127.0.0.1:{self.web_port}"
 
     # -- lifecycle -------------------------------------------------------------------------------------
-    def __enter__(self) -> Stack:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def cleanup(self) -> None:
         self.stop()
 
     def start(self) -> None:
