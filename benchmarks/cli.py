@@ -32,12 +32,12 @@ def cmd_targets(_args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from benchmarks.pgbouncer import missing_reason
+    from benchmarks.pgbouncer import choose_targets
 
     table = Table("target", "strategy", "driver", "runnable here", "what it does")
-    no_bouncer = missing_reason()
+    _, skipped = choose_targets()
     for t in TARGETS.values():
-        runnable = f"no: {no_bouncer}" if t.via_pgbouncer and no_bouncer else "yes"
+        runnable = f"no: {skipped[t.id]}" if t.id in skipped else "yes"
         table.add_row(t.id, t.strategy, t.driver, runnable, t.summary)
     Console(width=200).print(table)
     return 0

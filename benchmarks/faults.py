@@ -31,7 +31,7 @@ import psycopg
 
 from benchmarks import summary as S
 from benchmarks.pgbouncer import PgBouncer
-from benchmarks.postgres import EmbeddedPostgres
+from benchmarks.postgres import DB_NAME, EmbeddedPostgres
 from benchmarks.procs import free_port, log_tail, stop_process
 from benchmarks.runner import Cell, CellRun, get_stats, start_target, wait_ready
 from benchmarks.sampler import Sampler, open_monitor, poll_connections, summarize_usage
@@ -158,16 +158,11 @@ def action_metrics(
 
 
 # -- shutdown ------------------------------------------------------------------------------------------
-def connbench_db_admin_dsn(pg: EmbeddedPostgres) -> str:
-    """Superuser on the `connbench` database (where shutdown_log lives)."""
-    return pg.admin_dsn.rsplit("/", 1)[0] + "/connbench"
-
-
 def shutdown_logged(pg: EmbeddedPostgres, target_id: str, since: float) -> bool | None:
     """Did the exit hook write its shutdown_log row (at or after `since`, epoch)? None when it cannot be read."""
     try:
         with psycopg.connect(
-            connbench_db_admin_dsn(pg), autocommit=True, connect_timeout=5, application_name="connbench:harness"
+            pg.superuser_dsn(DB_NAME), autocommit=True, connect_timeout=5, application_name="connbench:harness"
         ) as conn:
             row = conn.execute(
                 "SELECT count(*) FROM shutdown_log WHERE target = %s AND logged_at >= to_timestamp(%s)",

@@ -23,17 +23,13 @@ from locust import FastHttpUser, LoadTestShape, constant, events, task
 from locust.runners import WorkerRunner
 from locust.stats import calculate_response_time_percentile, diff_response_time_dicts
 
+from benchmarks.panel import parse_target_urls
 from benchmarks.summary import fine_bucket
 from targets.strategies import TARGETS
 
 locust.stats.bucket_response_time = fine_bucket
 # Workers report to the master every second instead of every 3 s, so short cells lose less at their end.
 locust.runners.WORKER_REPORT_INTERVAL = 1.0
-
-
-def _target_urls() -> dict[str, str]:
-    pairs = (p.split("=", 1) for p in os.environ.get("CONNBENCH_TARGET_URLS", "").split(",") if "=" in p)
-    return {k.strip(): v.strip() for k, v in pairs}
 
 
 class TargetUser(FastHttpUser):
@@ -86,7 +82,7 @@ def _tick(outcome: str, sqlstate: str | None = None, sent: float | None = None) 
         FAILURE_SPANS[key] = FAILURE_SPANS.get(key, 0) + 1
 
 
-_urls = _target_urls()
+_urls = parse_target_urls(os.environ.get("CONNBENCH_TARGET_URLS"))
 for _t in TARGETS.values():
     globals()[_t.id] = type(_t.id, (TargetUser,), {"target_id": _t.id, "host": _urls.get(_t.id)})
 

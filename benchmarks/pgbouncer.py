@@ -23,6 +23,7 @@ from benchmarks.procs import (
     stop_process,
     wait_port,
 )
+from targets.strategies import TARGETS, get_target
 
 DEFAULT_POOL_SIZE = 10
 
@@ -38,6 +39,17 @@ def missing_reason() -> str | None:
     if find_pgbouncer() is None:
         return "PgBouncer is not installed (apt-get install pgbouncer)"
     return None
+
+
+def choose_targets(names: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The requested target ids (default: all, registry order) that can run here, and the others with why.
+
+    Only the pgbouncer strategy depends on this machine (the PgBouncer binary).
+    """
+    wanted = [get_target(n).id for n in names] if names else list(TARGETS)
+    reason = missing_reason()
+    skipped = {t: reason for t in wanted if TARGETS[t].via_pgbouncer and reason}
+    return [t for t in wanted if t not in skipped], skipped
 
 
 def pgbouncer_version() -> str | None:

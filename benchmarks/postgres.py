@@ -107,7 +107,10 @@ class EmbeddedPostgres(Managed):
     @property
     def admin_dsn(self) -> str:
         """What the harness uses: superuser on the `postgres` database (not counted as a target session)."""
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return self.superuser_dsn("postgres")
+
+    def superuser_dsn(self, dbname: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
     @property
     def log_path(self) -> Path:

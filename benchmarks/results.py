@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.errors import ConnbenchError
+from benchmarks.summary import FAULT_COLUMNS as SCHEMA_FAULT_COLUMNS
 from benchmarks.summary import SCHEMA_VERSION, SUMMARY_COLUMNS, TIMESERIES_COLUMNS
 
 RESULTS_ROOT = Path("results")  # where `connbench run` puts its folders (relative to the working directory)
@@ -541,10 +542,7 @@ FAULT_COLUMNS: dict[str, list[str]] = {
     "shutdown-kill": ["shutdown_logged", "release_s", "errors_after_action"],
 }
 # For a scenario not listed above: whichever of these it filled.
-GENERIC_FAULT_COLUMNS = [
-    "time_to_ready_s", "first_request_ms", "first10_p50_ms", "outage_s", "errors_after_action", "recovery_s",
-    "recovered", "errors_53300", "shutdown_logged", "release_s",
-]  # fmt: skip
+GENERIC_FAULT_COLUMNS = ["time_to_ready_s", *SCHEMA_FAULT_COLUMNS]
 FAULT_LABELS: dict[str, tuple[str, str]] = {
     "time_to_ready_s": ("time to ready", "s"),
     "first_request_ms": ("first request", "ms"),

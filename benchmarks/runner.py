@@ -35,7 +35,7 @@ import psutil
 
 from benchmarks import summary as S
 from benchmarks.errors import ConnbenchError
-from benchmarks.pgbouncer import PgBouncer, missing_reason, pgbouncer_version
+from benchmarks.pgbouncer import PgBouncer, choose_targets, pgbouncer_version
 from benchmarks.postgres import EmbeddedPostgres, find_bindir, server_version
 from benchmarks.procs import free_port, log_tail, stop_process
 from benchmarks.sampler import Sample, Sampler, open_monitor, poll_sessions, summarize_usage
@@ -67,14 +67,6 @@ def plan(scenarios: list[Scenario], target_ids: list[str]) -> list[Cell]:
             for repeat in range(1, sc.repeats + 1):
                 cells += [Cell(sc, t, users, repeat) for t in target_ids if sc.selects(t)]
     return cells
-
-
-def choose_targets(names: list[str] | None) -> tuple[list[str], dict[str, str]]:
-    """Runnable target ids (registry order) and the skipped ones with their reason."""
-    wanted = [get_target(n).id for n in names] if names else list(TARGETS)
-    reason = missing_reason()
-    skipped = {t: reason for t in wanted if TARGETS[t].via_pgbouncer and reason}
-    return [t for t in wanted if t not in skipped], skipped
 
 
 # -- files ---------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ the file and the key, so a typo never silently changes a benchmark.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -209,4 +209,4 @@ def load_profile(profile: str, names: list[str] | None = None, directory: Path =
     return out
 
 
-__all__ = ["Action", "Scenario", "available", "load_profile", "parse_scenario", "replace"]
+__all__ = ["Action", "Scenario", "available", "load_profile", "parse_scenario"]

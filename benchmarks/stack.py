@@ -26,7 +26,7 @@ from pathlib import Path
 
 from benchmarks.errors import ConnbenchError
 from benchmarks.procs import Managed, check_port_free, free_port, log_tail
-from targets.strategies import TARGETS, get_target
+from targets.strategies import TARGETS
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 CONNBENCH = [sys.executable, "-m", "benchmarks.cli"]
@@ -57,13 +57,6 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
             return resp.status == 200
     except (urllib.error.URLError, OSError):
         return False
-
-
-def choose_targets(names: list[str] | None, bouncer_missing: str | None) -> tuple[list[str], dict[str, str]]:
-    """(target ids to start, {skipped id: why})."""
-    ids = [get_target(n).id for n in names] if names else list(TARGETS)
-    skipped = {t: bouncer_missing for t in ids if bouncer_missing and TARGETS[t].via_pgbouncer}
-    return [t for t in ids if t not in skipped], skipped
 
 
 class Stack(Managed):
@@ -106,7 +99,7 @@ class Stack(Managed):
         self.stop()
 
     def start(self) -> None:
-        from benchmarks.pgbouncer import PgBouncer, missing_reason
+        from benchmarks.pgbouncer import PgBouncer, choose_targets
         from benchmarks.postgres import EmbeddedPostgres
 
         if not self.locustfile.is_file():
@@ -114,7 +107,7 @@ class Stack(Managed):
         if self.load_workers < 0:
             raise ConnbenchError("--load-workers must be 0 or more")
         check_port_free(self.web_port, "the Locust web UI")
-        ids, self.skipped = choose_targets(self.requested, missing_reason())
+        ids, self.skipped = choose_targets(self.requested)
         if not ids:
             raise ConnbenchError("no target can run here: " + "; ".join(sorted(set(self.skipped.values()))))
         self.dir = Path(tempfile.mkdtemp(prefix="connbench-up-"))

@@ -12,6 +12,12 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 
+# Columns only some scenarios fill (cold start, faults, lifecycle); the report draws them per scenario.
+FAULT_COLUMNS = [
+    "first_request_ms", "first10_p50_ms", "outage_s", "errors_after_action", "recovery_s", "recovered",
+    "errors_53300", "shutdown_logged", "release_s",
+]  # fmt: skip
+
 # summary.csv: one row per cell. README's "Results files" documents each column (a test checks it).
 SUMMARY_COLUMNS = [
     "cell_id", "scenario", "target", "strategy", "driver", "users", "repeat", "workers",
@@ -20,8 +26,7 @@ SUMMARY_COLUMNS = [
     "conn_peak", "conn_mean", "sessions_opened", "sessions_per_request", "errors",
     "time_to_ready_s", "target_rss_mb", "target_cpu_pct", "locust_cpu_pct",
     "locust_requests", "target_requests", "counts_agree", "target_exit",
-    "first_request_ms", "first10_p50_ms", "outage_s", "errors_after_action", "recovery_s", "recovered",
-    "errors_53300", "shutdown_logged", "release_s",
+    *FAULT_COLUMNS,
     "valid", "invalid_reason",
 ]  # fmt: skip
 

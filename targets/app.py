@@ -20,20 +20,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from targets.drivers import OPENED, Conn
+from targets.drivers import OPENED, Conn, sqlstate_of
 from targets.strategies import Settings, build_strategy, get_target
 
 DEFAULT_DSN = "postgresql://connbench@127.0.0.1:5432/connbench"
 WORLD_ROWS = 10_000
-TOO_MANY_MESSAGES = ("too many clients already", "remaining connection slots are reserved")
 
 
 def error_body(exc: BaseException) -> dict[str, Any]:
     """The 503 body: the exception class names the failure, SQLSTATE says what PostgreSQL said."""
-    sqlstate = getattr(exc, "sqlstate", None)
-    if sqlstate is None and any(m in str(exc) for m in TOO_MANY_MESSAGES):
-        # libpq reports a refused connection without its SQLSTATE; these server messages are 53300's.
-        sqlstate = "53300"
+    sqlstate = sqlstate_of(exc)
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
     return {"error": type(exc).__name__, "sqlstate": sqlstate, "detail": detail[:300]}
 

@@ -248,4 +248,16 @@ class PsycopgDriver(Driver):
         return PsycopgPool(self, dsn, min_size, max_size)
 
 
+# libpq reports a refused connection without its SQLSTATE; these server messages are 53300's.
+TOO_MANY_MESSAGES = ("too many clients already", "remaining connection slots are reserved")
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    """The SQLSTATE behind a driver's exception, also for psycopg's refused connections."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate is None and any(m in str(exc) for m in TOO_MANY_MESSAGES):
+        sqlstate = "53300"
+    return sqlstate
+
+
 DRIVERS: dict[str, type[Driver]] = {"asyncpg": AsyncpgDriver, "psycopg": PsycopgDriver}

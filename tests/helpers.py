@@ -98,11 +98,6 @@ def shutdown_rows(admin_dsn_connbench: str, target_id: str, pid: int | None = No
     return query(admin_dsn_connbench, sql, params)[0][0]
 
 
-def connbench_db_admin_dsn(admin_dsn: str) -> str:
-    """The superuser DSN of the same server, on the `connbench` database (to read shutdown_log)."""
-    return admin_dsn.rsplit("/", 1)[0] + "/connbench"
-
-
 # -- targets as processes ------------------------------------------------------------------------------
 @dataclass
 class RunningTarget:

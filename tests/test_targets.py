@@ -27,7 +27,6 @@ import pytest
 from helpers import (
     CONNBENCH,
     REPO,
-    connbench_db_admin_dsn,
     count_by_database,
     free_port,
     pgbouncer_server_connections,
@@ -406,7 +405,7 @@ def test_sigterm_during_load(target_id: str, pg: EmbeddedPostgres) -> None:
                 th.join()
         assert status == 0, t.log()
         assert "exit hook failed" not in t.log()
-        assert shutdown_rows(connbench_db_admin_dsn(pg.admin_dsn), target_id, pid) == 1
+        assert shutdown_rows(pg.superuser_dsn("connbench"), target_id, pid) == 1
         wait_until(lambda: target_connections(pg.admin_dsn, target_id) == 0, 30, what="connections released")
 
 
