@@ -16,6 +16,7 @@ from benchmarks.postgres import DB_NAME, DB_USER
 from benchmarks.procs import (
     Managed,
     check_port_free,
+    die_with_parent,
     free_port,
     log_tail,
     make_service_dir,
@@ -112,6 +113,7 @@ pidfile = {self.dir / "pgbouncer.pid"}
             stderr=subprocess.STDOUT,
             user=service_user(),
             start_new_session=True,
+            preexec_fn=die_with_parent(signal.SIGINT),
         )
         if not wait_port(self.port, 15, self.proc):
             raise ConnbenchError(f"PgBouncer failed to start; log:\n{log_tail(self.dir / 'pgbouncer.log')}")

@@ -23,6 +23,7 @@ from benchmarks.errors import ConnbenchError
 from benchmarks.procs import (
     Managed,
     check_port_free,
+    die_with_parent,
     free_port,
     log_tail,
     make_service_dir,
@@ -145,7 +146,12 @@ class EmbeddedPostgres(Managed):
         with open(self.log_path, "ab") as log:
             # Own session: a Ctrl-C in the terminal must not reach the server before we stop it ourselves.
             self.proc = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, user=service_user(), start_new_session=True
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                user=service_user(),
+                start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGQUIT),  # immediate shutdown if connbench dies
             )
         self._wait_ready()
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
+import json
 import os
 import pwd
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks.errors import ConnbenchError
@@ -61,11 +68,76 @@ def service_user() -> str | None:
     return SERVICE_USER
 
 
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True) if sys.platform == "linux" else None
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A `preexec_fn` that makes the child receive `sig` when connbench dies, even by SIGKILL.
+
+    Linux's parent-death signal (prctl PR_SET_PDEATHSIG); no library offers it. Popen runs preexec_fn after
+    its setuid (which would clear the setting), and the setting survives exec. Elsewhere: None (no-op).
+    """
+    if _libc is None:
+        return None
+    prctl = _libc.prctl
+
+    def arm() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+
+    return arm
+
+
+# Temporary directories of connbench's own services carry this file: who made them, so a later start can reclaim
+# the ones whose owner died (SIGKILL leaves no chance to clean up).
+OWNER_FILE = ".connbench-owner"
+TEMP_PREFIX = "connbench-"
+
+
+def _owner_alive(info: dict) -> bool:
+    import psutil
+
+    try:
+        proc = psutil.Process(int(info["pid"]))
+        return abs(proc.create_time() - float(info["created"])) < 1.0
+    except (psutil.NoSuchProcess, KeyError, ValueError, TypeError):
+        return False
+
+
+def write_owner(path: Path) -> None:
+    import psutil
+
+    me = psutil.Process()
+    (path / OWNER_FILE).write_text(json.dumps({"pid": me.pid, "created": me.create_time()}))
+
+
+def reclaim_orphans(root: Path | None = None) -> list[Path]:
+    """Remove connbench temporary directories whose owner process is gone; return what was removed."""
+    removed = []
+    for path in Path(root or tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
+        owner = path / OWNER_FILE
+        try:
+            info = json.loads(owner.read_text())
+        except (OSError, ValueError):
+            continue  # not ours to judge: made by an older version, a test, or still being created
+        if not _owner_alive(info):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def make_temp_dir(prefix: str) -> Path:
+    """A fresh temporary directory that records its owner; directories left by dead owners are reclaimed first."""
+    with contextlib.suppress(OSError):
+        reclaim_orphans()
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    write_owner(path)
+    return path
+
+
 def make_service_dir(prefix: str) -> Path:
     """A fresh temporary directory owned by the service user (mode 0700, as PostgreSQL wants)."""
-    import tempfile
-
-    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path = make_temp_dir(prefix)
     user = service_user()
     if user:
         shutil.chown(path, user=user, group=pwd.getpwnam(user).pw_gid)

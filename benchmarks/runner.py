@@ -37,7 +37,7 @@ from benchmarks import summary as S
 from benchmarks.errors import ConnbenchError
 from benchmarks.pgbouncer import PgBouncer, choose_targets, pgbouncer_version
 from benchmarks.postgres import EmbeddedPostgres, find_bindir, server_version
-from benchmarks.procs import free_port, log_tail, stop_process
+from benchmarks.procs import die_with_parent, free_port, log_tail, stop_process
 from benchmarks.sampler import Sample, Sampler, open_monitor, poll_sessions, summarize_usage
 from benchmarks.scenario import Scenario, load_profile
 from targets.strategies import TARGETS, Settings, get_target
@@ -181,7 +181,12 @@ def start_target(target: str, dsn: str, port: int, workers: int, env: dict[str, 
     cmd += ["--workers", str(workers)]
     with open(log, "ab") as fh:
         return subprocess.Popen(
-            cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **env}, start_new_session=True
+            cmd,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
 
 
@@ -269,7 +274,14 @@ def run_load_cell(
     if load_workers > 1:
         cmd[-1:-1] = ["--processes", str(load_workers)]  # Locust's own master + forked workers
     with open(raw / "locust.log", "ab") as fh:
-        locust = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=locust_env, start_new_session=True)
+        locust = subprocess.Popen(
+            cmd,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=locust_env,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
+        )
     live.procs.append(locust)
     sampler.watch("locust", locust.pid)
     events = run_actions(sc, locust, locust_out, proc, pg)

@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.errors import ConnbenchError
-from benchmarks.procs import Managed, check_port_free, free_port, log_tail
+from benchmarks.procs import Managed, check_port_free, die_with_parent, free_port, log_tail, make_temp_dir
 from targets.strategies import TARGETS
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -110,7 +109,7 @@ class Stack(Managed):
         ids, self.skipped = choose_targets(self.requested)
         if not ids:
             raise ConnbenchError("no target can run here: " + "; ".join(sorted(set(self.skipped.values()))))
-        self.dir = Path(tempfile.mkdtemp(prefix="connbench-up-"))
+        self.dir = make_temp_dir("connbench-up-")
 
         self.pg = EmbeddedPostgres(max_connections=self.max_connections)
         self.pg.start()
@@ -139,6 +138,7 @@ class Stack(Managed):
                 stdin=subprocess.DEVNULL,
                 env={**(env or os.environ), "PYTHONUNBUFFERED": "1"},
                 start_new_session=True,  # Ctrl-C reaches `connbench up` only; it stops the children in order
+                preexec_fn=die_with_parent(),
             )
         return Child(name, proc, log, port)
 
