@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from benchmarks.errors import ConnbenchError
 
@@ -66,6 +67,17 @@ def service_user() -> str | None:
     except KeyError:
         raise ConnbenchError(f"running as root needs the unprivileged user {SERVICE_USER!r}") from None
     return SERVICE_USER
+
+
+def service_ids() -> dict[str, Any]:
+    """Popen arguments that run a server as the service user with that user's own group and no other.
+
+    Without `group` and `extra_groups`, Popen(user=...) keeps root's group 0 and supplementary groups.
+    """
+    user = service_user()
+    if user is None:
+        return {}
+    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
 
 
 _PR_SET_PDEATHSIG = 1
@@ -124,6 +136,26 @@ def reclaim_orphans(root: Path | None = None) -> list[Path]:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
+
+
+def other_connbench_runs() -> list[int]:
+    """Pids of other `connbench run` / `connbench up` processes on this machine (not this one, nor its parents).
+
+    Two runs at once share the cores, so neither's numbers are comparable with a run made alone.
+    """
+    import psutil
+
+    mine = {os.getpid()} | {p.pid for p in psutil.Process().parents()}
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if proc.info["pid"] in mine:
+            continue
+        for i, part in enumerate(cmd[:-1]):
+            if (part == "benchmarks.cli" or Path(part).name == "connbench") and cmd[i + 1] in ("run", "up"):
+                found.append(proc.info["pid"])
+                break
+    return found
 
 
 def make_temp_dir(prefix: str) -> Path:

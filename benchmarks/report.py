@@ -7,12 +7,14 @@ is checked before the notebook starts, so a missing, empty or older folder fails
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from benchmarks.errors import ConnbenchError
 from benchmarks.results import load_run
+from benchmarks.runfolder import write_atomic
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "report.ipynb"
 SKIP_PREFIX = "skipped figure "
@@ -30,30 +32,43 @@ def build_report(run_dir: Path, notebook: Path = NOTEBOOK) -> list[Path]:
     if not notebook.is_file():
         raise ConnbenchError(f"the report notebook is missing: {notebook}")
     figdir = run_dir / "figures"
-    for old in figdir.glob("*.png"):  # figures of an earlier report that this one may no longer draw
-        old.unlink()
-    with tempfile.TemporaryDirectory(prefix="connbench-report-") as tmp:
-        executed = Path(tmp) / "report.ipynb"
-        papermill.execute_notebook(
-            str(notebook),
-            str(executed),
-            parameters={"run_dir": str(run_dir)},
-            kernel_name="python3",
-            cwd=str(notebook.parent.parent),
-            progress_bar=False,
-            log_output=False,
-            # The kernel talks to papermill over Unix sockets in a private folder, not over localhost TCP.
-            config=Config({"KernelManager": {"transport": "ipc", "ip": str(Path(tmp) / "kernel")}}),
-            # Cell errors reach us through papermill; the kernel's own log (its shutdown interrupt) is noise.
-            extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
-        )
-        nb = nbformat.read(executed, as_version=4)
+    # The new figures go to a fresh folder that replaces figures/ only once the notebook has run: an interrupted
+    # report leaves the previous figures and report.html as they were.
+    fresh = run_dir / ".figures-new"
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir()
+    try:
+        with tempfile.TemporaryDirectory(prefix="connbench-report-") as tmp:
+            executed = Path(tmp) / "report.ipynb"
+            papermill.execute_notebook(
+                str(notebook),
+                str(executed),
+                parameters={"run_dir": str(run_dir), "figures_dir": str(fresh)},
+                kernel_name="python3",
+                cwd=str(notebook.parent.parent),
+                progress_bar=False,
+                log_output=False,
+                # The kernel talks to papermill over Unix sockets in a private folder, not over localhost TCP.
+                config=Config({"KernelManager": {"transport": "ipc", "ip": str(Path(tmp) / "kernel")}}),
+                # Cell errors reach us through papermill; the kernel's own log (its shutdown interrupt) is noise.
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+            )
+            nb = nbformat.read(executed, as_version=4)
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise
     for line in _skipped(nb):
         print(f"report: {line}", file=sys.stderr, flush=True)
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     html, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": f"connbench report {run.run_id}"}})
     out = run_dir / "report.html"
-    out.write_text(html, encoding="utf-8")
+    stale = run_dir / ".figures-old"
+    shutil.rmtree(stale, ignore_errors=True)
+    if figdir.exists():
+        figdir.rename(stale)
+    fresh.rename(figdir)
+    shutil.rmtree(stale, ignore_errors=True)
+    write_atomic(out, html)
     return [out, *sorted(figdir.glob("*.png"))]
 
 
