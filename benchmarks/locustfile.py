@@ -13,23 +13,30 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from pathlib import Path
 
 import gevent
+import gevent.pool
 import locust.runners
 import locust.stats
 from locust import FastHttpUser, LoadTestShape, constant, events, task
-from locust.runners import WorkerRunner
+from locust.runners import MasterRunner, WorkerRunner
 from locust.stats import calculate_response_time_percentile, diff_response_time_dicts
+from locust.user.users import LOCUST_STATE_STOPPING
 
+from benchmarks import arrival as A
 from benchmarks.panel import parse_target_urls
 from benchmarks.summary import fine_bucket
 from targets.strategies import TARGETS
+from targets.yours import register_from_env
 
 locust.stats.bucket_response_time = fine_bucket
 # Workers report to the master every second instead of every 3 s, so short cells lose less at their end.
 locust.runners.WORKER_REPORT_INTERVAL = 1.0
+# GET /db's parameters from the scenario (e.g. "work_ms=50&hold=1"); the request keeps the name /db.
+DB_PATH = "/db" + (f"?{q}" if (q := os.environ.get("CONNBENCH_DB_QUERY")) else "")
 
 
 class TargetUser(FastHttpUser):
@@ -44,20 +51,25 @@ class TargetUser(FastHttpUser):
     @task
     def db(self) -> None:
         sent = time.time()
-        with self.client.get("/db", name="/db", catch_response=True) as resp:
-            if resp.status_code == 200:
-                resp.success()
-                _tick("ok")
-                return
-            sqlstate = None
-            try:
-                body = resp.json()
-                error = body.get("error") or f"HTTP {resp.status_code}"
-                sqlstate = body.get("sqlstate")
-            except Exception:
-                error = f"HTTP {resp.status_code}" if resp.status_code else type(resp.error).__name__
-            _tick(error, sqlstate, sent)
-            resp.failure(error)
+        with self.client.get(DB_PATH, name="/db", catch_response=True) as resp:
+            _judge(resp, sent)
+
+
+def _judge(resp, sent: float) -> None:
+    """Mark a /db response a success or a failure named by the error class of the target's 503 body."""
+    if resp.status_code == 200:
+        resp.success()
+        _tick("ok")
+        return
+    sqlstate = None
+    try:
+        body = resp.json()
+        error = body.get("error") or f"HTTP {resp.status_code}"
+        sqlstate = body.get("sqlstate")
+    except Exception:
+        error = f"HTTP {resp.status_code}" if resp.status_code else type(resp.error).__name__
+    _tick(error, sqlstate, sent)
+    resp.failure(error)
 
 
 # Outcomes per 100 ms of completion time, over the whole run (warm-up included): {"ok": n, "<ErrorClass>": n},
@@ -82,9 +94,143 @@ def _tick(outcome: str, sqlstate: str | None = None, sent: float | None = None) 
         FAILURE_SPANS[key] = FAILURE_SPANS.get(key, 0) + 1
 
 
+register_from_env()  # the user's targets of this run (--target-file, --url: targets/yours.py)
 _urls = parse_target_urls(os.environ.get("CONNBENCH_TARGET_URLS"))
 for _t in TARGETS.values():
     globals()[_t.id] = type(_t.id, (TargetUser,), {"target_id": _t.id, "host": _urls.get(_t.id)})
+
+
+# -- open model: requests that arrive at a rate -------------------------------------------------------
+ARRIVAL_PREFIX = A.ARRIVAL_PREFIX
+# This process's counts of requests due, dropped (every sender busy) and late (sent > 1 ms after due), and the
+# most senders in flight at once. Workers send theirs to the master with each stats report (then start again
+# from zero); the master, or a single process, keeps the totals.
+OPEN = {"scheduled": 0, "dropped": 0, "late": 0, "senders_peak": 0}
+# The rate each arrival user of this process is asked for (requests/s), set by the pacer (_pace) on the master.
+PACE = {"per_user": 0.0}
+
+
+class ArrivalUser(FastHttpUser):
+    """Open-model load: requests due at a rate, however slowly the target answers.
+
+    One scheduler greenlet draws due times (fixed interval or Poisson) and hands each due request to a free
+    sender greenlet; senders grow as needed up to --max-senders, each with its own keep-alive connection. A
+    request due while every sender is busy is counted as dropped. Each request is reported to Locust's own
+    statistics with its response time counted from when it was due, so the percentiles, the charts and the web
+    UI all show what a client arriving on time would have waited.
+    """
+
+    abstract = True
+    target_id = ""
+    network_timeout = 30.0
+    connection_timeout = 10.0
+
+    def __init__(self, environment) -> None:
+        self.max_senders = max(1, int(getattr(environment.parsed_options, "max_senders", 100) or 100))
+        self.concurrency = self.max_senders  # the HTTP client's connection pool: one connection per sender
+        super().__init__(environment)
+
+    @task
+    def schedule(self) -> None:
+        arrival = getattr(self.environment.parsed_options, "arrival", "poisson")
+        senders = gevent.pool.Pool(self.max_senders)
+        rng = random.Random()
+        due = time.time()
+        try:
+            while self._state != LOCUST_STATE_STOPPING:
+                rate = PACE["per_user"]
+                if rate <= 0:
+                    gevent.sleep(0.05)
+                    due = time.time()
+                    continue
+                due += A.gap(rate, arrival, rng)
+                wait = due - time.time()
+                if wait > 0:
+                    gevent.sleep(wait)
+                OPEN["scheduled"] += 1
+                if senders.full():
+                    OPEN["dropped"] += 1
+                    continue
+                senders.spawn(self._send, due)
+                OPEN["senders_peak"] = max(OPEN["senders_peak"], len(senders))
+            senders.join(timeout=self.network_timeout)  # let requests in flight finish and be counted
+        finally:
+            senders.kill(block=False)
+
+    def _send(self, due: float) -> None:
+        sent = time.time()
+        if sent - due > A.LATE_S:
+            OPEN["late"] += 1
+        with self.client.get(DB_PATH, name="/db", catch_response=True) as resp:
+            # Locust timed the request from its send; count from when it was due instead
+            resp.request_meta["response_time"] += (sent - due) * 1000
+            _judge(resp, sent)
+
+
+for _t in TARGETS.values():
+    _name = ARRIVAL_PREFIX + _t.id
+    globals()[_name] = type(_name, (ArrivalUser,), {"target_id": _t.id, "host": _urls.get(_t.id)})
+
+
+@events.init_command_line_parser.add_listener
+def _arrival_options(parser) -> None:
+    parser.add_argument(
+        "--arrival-rate",
+        type=float,
+        default=0.0,
+        help="arrival-<target> users: requests per second over all of them (open model)",
+    )
+    parser.add_argument(
+        "--arrival",
+        choices=A.ARRIVALS,
+        default="poisson",
+        help="arrival-<target> users: due times at a fixed interval (uniform) or a Poisson process",
+    )
+    parser.add_argument(
+        "--max-senders", type=int, default=100, help="arrival-<target> users: requests in flight per user at most"
+    )
+
+
+@events.init.add_listener
+def _arrival_messages(environment, **_kw) -> None:
+    if environment.runner is not None and not isinstance(environment.runner, MasterRunner):
+        environment.runner.register_message("connbench_pace", lambda msg, **_: PACE.update(per_user=msg.data))
+
+
+@events.report_to_master.add_listener
+def _report_open(client_id, data, **_kw) -> None:
+    data["connbench_open"] = dict(OPEN)
+    OPEN.update(scheduled=0, dropped=0, late=0, senders_peak=0)
+
+
+@events.worker_report.add_listener
+def _collect_open(client_id, data, **_kw) -> None:
+    got = data.get("connbench_open") or {}
+    for key in ("scheduled", "dropped", "late"):
+        OPEN[key] += got.get(key, 0)
+    OPEN["senders_peak"] = max(OPEN["senders_peak"], got.get("senders_peak", 0))
+
+
+def _arrival_users(runner) -> int:
+    counts = runner.reported_user_classes_count if isinstance(runner, MasterRunner) else runner.user_classes_count
+    return sum(n for name, n in counts.items() if name.startswith(ARRIVAL_PREFIX))
+
+
+def _pace(environment, total_rate) -> None:
+    """Split the total rate evenly over the arrival users running (on every worker), ten times a second.
+
+    `total_rate(elapsed)` is the plan: the scenario's stages, the capacity search, or --arrival-rate.
+    """
+    start = time.time()
+    last = None
+    while True:
+        total = total_rate(time.time() - start) or 0.0
+        users = _arrival_users(environment.runner)
+        per_user = total / users if users else 0.0
+        if per_user != last:
+            environment.runner.send_message("connbench_pace", per_user)
+            last = per_user
+        gevent.sleep(0.1)
 
 
 @events.init.add_listener
@@ -101,21 +247,42 @@ OUT = os.environ.get("CONNBENCH_LOCUST_OUT")
 STAGES = json.loads(os.environ.get("CONNBENCH_STAGES", "[]"))
 WARMUP = float(os.environ.get("CONNBENCH_WARMUP", "0"))
 PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+# The capacity search's settings (benchmarks/scenario.py CAPACITY_DEFAULTS), and its state.
+CAPACITY = json.loads(os.environ.get("CONNBENCH_CAPACITY", "null"))
+SEARCH: dict = {"rps": 0.0, "done": False, "steps": []}
+
+
+def _open_users(runner) -> int:
+    """Arrival users to run: one per Locust process (each takes an even share of the rate)."""
+    return max(1, runner.worker_count) if isinstance(runner, MasterRunner) else 1
+
 
 if STAGES:
 
     class StagesShape(LoadTestShape):
-        """Users per stage, from the scenario: [{"duration": s, "users": n, "spawn_rate": r}, ...]."""
+        """Users per stage, from the scenario: [{"duration": s, "users": n, "spawn_rate": r}, ...]; an
+        arrival scenario's stages give a rate instead ({"duration": s, "rps": r}), paced by _pace."""
 
         def tick(self):
             elapsed = self.get_run_time()
             for stage in STAGES:
                 if elapsed < stage["duration"]:
+                    if "rps" in stage:
+                        return _open_users(self.runner), 10_000
                     users = int(stage["users"])
                     # spawn_rate 0 means "at once", for starting users and for stopping them (an idle gap)
                     return users, float(stage.get("spawn_rate") or 10_000)
                 elapsed -= stage["duration"]
             return None
+
+
+if CAPACITY:
+
+    class CapacityShape(LoadTestShape):
+        """Arrival users until the capacity search (_search) has found its rate or spent its budget."""
+
+        def tick(self):
+            return None if SEARCH["done"] else (_open_users(self.runner), 10_000)
 
 
 # Requests and failures counted before the warm-up reset, so the run can cross-check every request.
@@ -131,6 +298,7 @@ def _history(environment, out: Path) -> None:
     stats = environment.runner.stats
     prev_times: dict = {}
     prev_req = prev_fail = 0
+    prev_open = dict(OPEN)
     reset_done = WARMUP <= 0
     start = time.time()
     with open(out / "history.jsonl", "a") as fh:
@@ -141,8 +309,10 @@ def _history(environment, out: Path) -> None:
                 _state["warmup_requests"] = stats.total.num_requests
                 _state["warmup_failures"] = stats.total.num_failures
                 stats.reset_all()
+                OPEN.update(scheduled=0, dropped=0, late=0, senders_peak=0)
                 reset_done = True
                 prev_times, prev_req, prev_fail = {}, 0, 0
+                prev_open = dict(OPEN)
                 (out / "measure_start").write_text(repr(now))
             total = stats.total
             times = dict(total.response_times)
@@ -155,10 +325,60 @@ def _history(environment, out: Path) -> None:
                 "failures": total.num_failures - prev_fail,
                 "phase": "measure" if reset_done else "warmup",
                 **_percentiles(new_times, sum(new_times.values())),
+                **{k: OPEN[k] - prev_open[k] for k in ("scheduled", "dropped", "late")},
             }
             fh.write(json.dumps(row) + "\n")
             fh.flush()
-            prev_times, prev_req, prev_fail = times, total.num_requests, total.num_failures
+            prev_times, prev_req, prev_fail, prev_open = times, total.num_requests, total.num_failures, dict(OPEN)
+
+
+def _snapshot(stats) -> dict:
+    total = stats.total
+    return {"t": time.time(), "requests": total.num_requests, "failures": total.num_failures,
+            "times": dict(total.response_times), "errors": _errors_by_class(stats), **OPEN}  # fmt: skip
+
+
+def _search(environment, out: Path) -> None:
+    """The capacity search, one rate step after another in this one Locust process: each step paces its rate,
+    lets `step_warmup` seconds pass (the backlog of a failed step drains), measures `step_duration` seconds from
+    Locust's own totals, and asks A.Search for the next rate, until it has none or the budget would be spent.
+    Every step goes to steps.jsonl with its histogram, so the run can rebuild any step's figures."""
+    cfg = CAPACITY
+    search = A.Search(cfg["start_rps"], cfg["growth"], cfg["precision"], cfg["max_rps"])
+    stats = environment.runner.stats
+    started = time.time()
+    step_s = cfg["step_warmup"] + cfg["step_duration"]
+    try:
+        with open(out / "steps.jsonl", "a") as fh:
+            while (rate := search.next()) is not None and time.time() - started + step_s <= cfg["budget"]:
+                SEARCH["rps"] = rate
+                gevent.sleep(cfg["step_warmup"])
+                a = _snapshot(stats)
+                gevent.sleep(cfg["step_duration"])
+                b = _snapshot(stats)
+                times = diff_response_time_dicts(b["times"], a["times"])
+                n = b["requests"] - a["requests"]
+                counts = (b[k] - a[k] for k in ("scheduled", "requests", "failures", "dropped", "late"))
+                p99 = calculate_response_time_percentile(times, n, 0.99) if n else None
+                step = A.Step(rate, b["t"] - a["t"], *counts, p99)
+                reason = A.verdict(step, cfg["slo_ms"], cfg["max_error"])
+                search.record(rate, not reason)
+                errors = {k: c - a["errors"].get(k, 0) for k, c in b["errors"].items()}
+                record = {
+                    **vars(step),
+                    "rps": step.rps,
+                    "start": a["t"],
+                    "end": b["t"],
+                    "ok": not reason,
+                    "reason": reason,
+                    "response_times": {str(k): v for k, v in times.items()},
+                    "errors": {k: c for k, c in errors.items() if c > 0},
+                }
+                SEARCH["steps"].append(record)
+                fh.write(json.dumps(record) + "\n")
+                fh.flush()
+    finally:
+        SEARCH.update(rps=0.0, done=True, search_s=time.time() - started)
 
 
 @events.test_start.add_listener
@@ -169,6 +389,21 @@ def _on_start(environment, **_kw) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "started").write_text(repr(time.time()))
     gevent.spawn(_history, environment, out)
+    if CAPACITY:
+        gevent.spawn(_search, environment, out)
+
+
+@events.test_start.add_listener
+def _start_pacer(environment, **_kw) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    if any("rps" in st for st in STAGES):
+        plan = lambda elapsed: A.rate_at(STAGES, elapsed)  # noqa: E731
+    elif CAPACITY:
+        plan = lambda _elapsed: SEARCH["rps"]  # noqa: E731
+    else:
+        plan = lambda _elapsed: getattr(environment.parsed_options, "arrival_rate", 0.0)  # noqa: E731
+    gevent.spawn(_pace, environment, plan)
 
 
 def _errors_by_class(stats) -> dict[str, int]:
@@ -197,6 +432,8 @@ def _on_stop(environment, **_kw) -> None:
         "max_response_time": total.max_response_time,
         "response_times": {str(k): v for k, v in total.response_times.items()},
         "errors": _errors_by_class(stats),
+        "open": dict(OPEN),
+        "search": {"steps": SEARCH["steps"], "search_s": SEARCH.get("search_s")} if CAPACITY else None,
         "all_requests": _state["warmup_requests"] + total.num_requests,
         "all_failures": _state["warmup_failures"] + total.num_failures,
         "ticks": {str(k): v for k, v in sorted(TICKS.items())},

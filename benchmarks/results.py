@@ -22,14 +22,14 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.errors import ConnbenchError
+from benchmarks.runfolder import RESULTS_ROOT
+from benchmarks.summary import BASELINE_COLUMNS, SCHEMA_VERSION, SUMMARY_COLUMNS, TIMESERIES_COLUMNS
 from benchmarks.summary import FAULT_COLUMNS as SCHEMA_FAULT_COLUMNS
-from benchmarks.summary import SCHEMA_VERSION, SUMMARY_COLUMNS, TIMESERIES_COLUMNS
 
-RESULTS_ROOT = Path("results")  # where `connbench run` puts its folders (relative to the working directory)
-BASELINE_COLUMNS = ["tool", "mode", "clients", "duration_s", "tps", "latency_mean_ms", "connect_ms", "note"]
 MAIN_SCENARIO = "steady"  # the load scenario the throughput/latency figures and the findings table use
 
 TEXT_COLUMNS = {"cell_id", "scenario", "target", "strategy", "driver", "started_at", "errors", "invalid_reason"}
+TEXT_COLUMNS |= {"params"}  # the swept settings and /db parameters of a cell, a JSON object
 BOOL_COLUMNS = {"valid", "counts_agree", "recovered", "shutdown_logged", "db_up"}
 TS_TEXT_COLUMNS = {"cell_id", "scenario", "target", "phase", "event"}
 # The figures of a cell that the findings table reports (median over repeats, with an interval).

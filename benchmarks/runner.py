@@ -13,8 +13,9 @@ Completed cells are written as they finish (atomically), so an interrupted run k
 from __future__ import annotations
 
 import contextlib
-import csv
+import dataclasses
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -22,8 +23,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -33,17 +34,23 @@ from typing import Any
 import httpx
 import psutil
 
+from benchmarks import arrival as A
 from benchmarks import summary as S
 from benchmarks.errors import ConnbenchError
-from benchmarks.pgbouncer import PgBouncer, choose_targets, pgbouncer_version
+from benchmarks.external import ExternalPostgres, applicable
+from benchmarks.network import DEFAULT_POOLER, Network
+from benchmarks.pgbouncer import choose_targets, pgbouncer_version
 from benchmarks.postgres import EmbeddedPostgres, find_bindir, server_version
-from benchmarks.procs import die_with_parent, free_port, log_tail, stop_process
+from benchmarks.procs import die_with_parent, free_port, log_tail, other_connbench_runs, stop_process
+from benchmarks.runfolder import Run, RunLock, new_run_id, prepare_out, read_manifest
 from benchmarks.sampler import Sample, Sampler, open_monitor, poll_sessions, summarize_usage
-from benchmarks.scenario import Scenario, load_profile
+from benchmarks.scenario import OPEN_KINDS, Scenario, load_profile
+from benchmarks.targetstats import WindowStart, conn_slots, conn_wanted, get_stats, timing_columns
+from benchmarks.verify import choose_verified
 from targets.strategies import TARGETS, Settings, get_target
+from targets.yours import UserTarget, from_json, is_user_target, register, running_url
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-RESULTS_ROOT = Path("results")
 
 
 @dataclass(frozen=True)
@@ -52,10 +59,26 @@ class Cell:
     target: str
     users: int
     repeat: int
+    variant: tuple[tuple[str, Any], ...] = ()  # the swept values of this cell ([sweep] of the scenario)
+    rate: int = 0  # arrival: the offered rate, requests/s (users is then 0)
+    rtt_ms: float = 0  # the connection path ([network] of the scenario, or --rtt/--tls/--pooler)
+    tls: bool = False
+    pooler: str = ""  # where PgBouncer sits, for the pgbouncer targets only
 
     @property
     def id(self) -> str:
-        return f"{self.scenario.name}.{self.target}.u{self.users}.r{self.repeat}"
+        swept = "".join(f".{k}{v}" for k, v in self.variant)
+        level = {"arrival": f".rps{self.rate}", "capacity": ""}.get(self.scenario.kind, f".u{self.users}")
+        return f"{self.scenario.name}.{self.target}{level}{swept}{self.path_suffix}.r{self.repeat}"
+
+    @property
+    def path_suffix(self) -> str:
+        """The connection path in the id where it is not loopback: `.rtt10.tls.near-app`."""
+        pooler = f".{self.pooler}" if self.pooler not in ("", DEFAULT_POOLER) else ""
+        return (f".rtt{self.rtt_ms}" if self.rtt_ms else "") + (".tls" if self.tls else "") + pooler
+
+    def path_columns(self) -> dict[str, Any]:
+        return {"rtt_ms": self.rtt_ms, "tls": self.tls, "pooler": self.pooler}
 
 
 # -- planning ------------------------------------------------------------------------------------------
@@ -63,38 +86,31 @@ def plan(scenarios: list[Scenario], target_ids: list[str]) -> list[Cell]:
     """Cells in run order: per scenario, level and repeat, every target in turn (so drift hits all alike)."""
     cells = []
     for sc in scenarios:
-        for users in sc.users:
-            for repeat in range(1, sc.repeats + 1):
-                cells += [Cell(sc, t, users, repeat) for t in target_ids if sc.selects(t)]
-    return cells
+        levels = {"arrival": [(0, r) for r in sc.rates], "capacity": [(0, 0)]}.get(sc.kind, [(u, 0) for u in sc.users])
+        for users, rate in levels:
+            for variant in sc.variants():
+                for repeat in range(1, sc.repeats + 1):
+                    cells += [Cell(sc, t, users, repeat, variant, rate) for t in target_ids if sc.selects(t)]
+    return with_paths(cells)
 
 
-# -- files ---------------------------------------------------------------------------------------------
-def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+def with_path_override(scenarios: list[Scenario], path: tuple[Any, Any, Any]) -> list[Scenario]:
+    """--rtt, --tls and --pooler, where given, replace every scenario's [network] values."""
+    over = {k: v for k, v in zip(("rtt_ms", "tls", "pooler"), path, strict=True) if v is not None}
+    return [dataclasses.replace(sc, **over) for sc in scenarios]
 
 
-def write_csv_atomic(path: Path, columns: list[str], rows: list[dict[str, Any]]) -> None:
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
-    write_atomic(path, buf.getvalue())
-
-
-def read_csv(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+def with_paths(cells: list[Cell]) -> list[Cell]:
+    """Each cell once per connection path of its scenario (RTT x TLS), a pgbouncer target once per pooler."""
+    return [
+        dataclasses.replace(c, rtt_ms=rtt, tls=tls, pooler=pooler)
+        for c in cells
+        for tls, rtt in itertools.product(c.scenario.tls, c.scenario.rtt_ms)
+        for pooler in (c.scenario.pooler if TARGETS[c.target].via_pgbouncer else ("",))
+    ]
 
 
+# -- manifest ------------------------------------------------------------------------------------------
 def _version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
@@ -166,51 +182,53 @@ def new_manifest(run_id: str, profile: str, scenarios: list[Scenario], targets: 
 
 # -- processes -----------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def stack(sc: Scenario, need_bouncer: bool) -> Iterator[tuple[EmbeddedPostgres, PgBouncer | None]]:
-    """PostgreSQL (and PgBouncer) configured for one scenario; both always stopped."""
-    with EmbeddedPostgres(max_connections=sc.max_connections, settings=sc.pg_settings) as pg:
-        if need_bouncer:
-            with PgBouncer(pg.port) as bouncer:
-                yield pg, bouncer
-        else:
-            yield pg, None
+def stack(cells: list[Cell], db: ExternalPostgres | None = None) -> Iterator[tuple[EmbeddedPostgres, Network]]:
+    """PostgreSQL configured for the cells' scenario and TLS mode, the connection path of their RTT and the
+    PgBouncers they need; all always stopped. `db`: an existing database (--dsn) instead, as it is."""
+    if db is not None:
+        with Network(db) as net:
+            yield db, net
+        return
+    sc, first = cells[0].scenario, cells[0]
+    poolers = tuple(dict.fromkeys(c.pooler for c in cells if c.pooler))
+    with (
+        EmbeddedPostgres(max_connections=sc.max_connections, settings=sc.pg_settings, tls=first.tls) as pg,
+        Network(pg, first.rtt_ms, poolers) as net,
+    ):
+        yield pg, net
 
 
 def start_target(target: str, dsn: str, port: int, workers: int, env: dict[str, str], log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "benchmarks.cli", "serve", target, "--port", str(port), "--dsn", dsn]
+    cmd = [sys.executable, "-m", "benchmarks.cli", "serve", target, "--port", str(port)]
     cmd += ["--workers", str(workers)]
+    if is_user_target(t := get_target(target)):  # a user's service: the command of its target file
+        cmd, own_env = t.launch(port, dsn, workers)
+        env = {**env, **own_env}
     with open(log, "ab") as fh:
         return subprocess.Popen(
             cmd,
             stdout=fh,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **env},
+            env={**os.environ, **env, "CONNBENCH_DSN": dsn},  # not --dsn: the password stays out of `ps`
             start_new_session=True,
             preexec_fn=die_with_parent(),
         )
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> float | None:
-    """Time (epoch) when /ready first answered 200, or None when the target died or never got ready."""
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60.0, path: str = "/ready") -> float | None:
+    """Time (epoch) when `path` (/ready) first answered 200, or None when the target died or never got ready."""
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=2.0) as client:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 return None
             try:
-                if client.get(f"{url}/ready").status_code == 200:
+                if client.get(f"{url}{path}").status_code == 200:
                     return time.time()
             except httpx.HTTPError:
                 pass
             time.sleep(0.02)
     return None
-
-
-def get_stats(url: str) -> dict[str, Any] | None:
-    try:
-        return httpx.get(f"{url}/stats", timeout=5.0).json()
-    except (httpx.HTTPError, ValueError):
-        return None
 
 
 def _samples_as_dicts(samples: list[Sample]) -> list[dict[str, Any]]:
@@ -233,46 +251,64 @@ class CellRun:
 
 
 def run_load_cell(
-    cell: Cell, pg: EmbeddedPostgres, bouncer: PgBouncer | None, raw: Path, live: CellRun, load_workers: int = 1
+    cell: Cell, pg: EmbeddedPostgres, net: Network, raw: Path, live: CellRun, load_workers: int = 1
 ) -> dict:
     sc, target = cell.scenario, get_target(cell.target)
     raw.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    dsn = bouncer.dsn if (target.via_pgbouncer and bouncer) else pg.dsn
+    url = running_url(target) or f"http://127.0.0.1:{port}"
+    dsn = net.dsn(target.id, cell.pooler or DEFAULT_POOLER)
     row: dict[str, Any] = {
         "cell_id": cell.id, "scenario": sc.name, "target": target.id, "strategy": target.strategy,
         "driver": target.driver, "users": cell.users, "repeat": cell.repeat, "workers": sc.workers,
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "valid": True, "invalid_reason": "",
     }  # fmt: skip
-    t_launch = time.time()
-    proc = start_target(target.id, dsn, port, sc.workers, sc.target_env, raw / "target.log")
-    live.procs.append(proc)
-    t_ready = wait_ready(url, proc)
-    if t_ready is None:
-        stop_process(proc, signal.SIGTERM, 10)
-        last = log_tail(raw / "target.log", 3).replace("\n", " | ")
-        return {**row, "valid": False, "invalid_reason": f"target failed to start: {last}"}
-    row["time_to_ready_s"] = t_ready - t_launch
+    target_env = sc.target_env_for(cell.variant)
+    db_params = sc.db_params_for(cell.variant)
+    row.update(
+        params=json.dumps({**db_params, **dict(cell.variant)}, separators=(",", ":")),
+        pool_max=Settings.from_env({**os.environ, **target_env}).pool_max,
+    )
+    proc = None  # a --url service runs already: nothing to start, signal or stop
+    if not running_url(target):
+        t_launch = time.time()
+        proc = start_target(target.id, dsn, port, sc.workers, target_env, raw / "target.log")
+        live.procs.append(proc)
+        t_ready = wait_ready(url, proc, path=target.ready_path)
+        if t_ready is None:
+            stop_process(proc, signal.SIGTERM, 10)
+            last = log_tail(raw / "target.log", 3).replace("\n", " | ")
+            return {**row, "valid": False, "invalid_reason": f"target failed to start: {last}"}
+        row["time_to_ready_s"] = t_ready - t_launch
 
-    sampler = Sampler(pg.admin_dsn)
+    sampler = Sampler(pg.admin_dsn, dbname=pg.dbname)
     live.sampler = sampler
-    sampler.watch("target", proc.pid)
+    if proc is not None:
+        sampler.watch("target", proc.pid)
     with contextlib.closing(open_monitor(pg.admin_dsn)) as mon:
-        sessions_before = poll_sessions(mon)
+        sessions_before = poll_sessions(mon, pg.dbname)
+        row["conn_slots"] = conn_slots(mon)
     sampler.start()
     locust_out = raw / "locust"
+    window = WindowStart(url, locust_out)
     locust_env = {
         **os.environ,
         "CONNBENCH_LOCUST_OUT": str(locust_out),
         "CONNBENCH_STAGES": json.dumps(sc.load_stages(cell.users)),
         "CONNBENCH_WARMUP": str(sc.warmup),
+        "CONNBENCH_DB_QUERY": urllib.parse.urlencode(db_params),
     }
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url,
            "--csv", str(raw / "locust"), "--csv-full-history", "--only-summary", "--stop-timeout", "2",
            "--exit-code-on-error", "0", "--loglevel", "WARNING", target.id]  # fmt: skip
+    if sc.kind in OPEN_KINDS:
+        open_env, cmd[-1:] = open_load(cell, load_workers)
+        locust_env.update(open_env)
     if load_workers > 1:
-        cmd[-1:-1] = ["--processes", str(load_workers)]  # Locust's own master + forked workers
+        # Locust's own master + forked workers, talking on loopback over a free port (not *:5557)
+        master_port = str(free_port())
+        cmd[-1:-1] = ["--processes", str(load_workers), "--master-bind-host", "127.0.0.1",
+                      "--master-bind-port", master_port, "--master-port", master_port]  # fmt: skip
     with open(raw / "locust.log", "ab") as fh:
         locust = subprocess.Popen(
             cmd,
@@ -293,16 +329,32 @@ def run_load_cell(
     time.sleep(1.5)  # backends flush their session counters about once a second
     samples = sampler.stop()
     live.sampler = None
-    stats = get_stats(url) if proc.poll() is None else None
+    row["_died"] = proc is not None and proc.poll() is not None
+    stats = get_stats(url) if not row["_died"] else None
+    stats_start = window.stop()
+    (raw / "stats.json").write_text(json.dumps({"measure_start": stats_start, "end": stats}, indent=1) + "\n")
+    row.update(timing_columns(stats_start, stats), conn_wanted=conn_wanted(sc.workers, stats, stats_start))
     target_exit = stop_process(proc, signal.SIGTERM, 30)
     with contextlib.suppress(Exception), contextlib.closing(open_monitor(pg.admin_dsn)) as mon:
-        row["sessions_opened"] = poll_sessions(mon) - sessions_before
+        row["sessions_opened"] = poll_sessions(mon, pg.dbname) - sessions_before
     row["target_exit"] = target_exit
     if any(a.do in ("sigterm", "sigkill") for a in sc.actions):
         from benchmarks.faults import shutdown_metrics
 
         row.update(shutdown_metrics(pg, target.id, events, samples))
     return summarize(row, cell, raw, locust_out, samples, stats, events, load_workers)
+
+
+def open_load(cell: Cell, load_workers: int) -> tuple[dict[str, str], list[str]]:
+    """Locust's environment and arguments for an open-model cell: the target's arrival user class, its rate
+    stages or the capacity search, and the senders cap shared out over the Locust processes."""
+    sc = cell.scenario
+    if sc.kind == "capacity":
+        env = {"CONNBENCH_STAGES": "[]", "CONNBENCH_WARMUP": "0", "CONNBENCH_CAPACITY": json.dumps(sc.capacity)}
+    else:
+        env = {"CONNBENCH_STAGES": json.dumps(sc.load_stages(cell.rate))}
+    senders = -(-sc.max_senders // load_workers)
+    return env, ["--arrival", sc.arrival, "--max-senders", str(senders), A.ARRIVAL_PREFIX + cell.target]
 
 
 def run_actions(
@@ -348,7 +400,8 @@ def summarize(
 ) -> dict[str, Any]:
     """Fill the summary row from Locust's final.json, its history, the samples and /stats."""
     target = get_target(cell.target)
-    app = f"connbench:{target.id}"
+    app = target.conn_key
+    died = row.pop("_died", stats is None)
     final_path = locust_out / "final.json"
     if not final_path.exists():
         row.update(
@@ -357,6 +410,14 @@ def summarize(
         )
         return row
     final = json.loads(final_path.read_text())
+    offered: float | None = cell.rate
+    if cell.scenario.kind == "capacity":  # the row describes the sustainable step; capacity.csv the search
+        final, capacity = A.capacity_result(final, cell.scenario.capacity)
+        keys = ("cell_id", "target", "strategy", "driver", "repeat")
+        row["_capacity"] = {**{k: row[k] for k in keys}, **capacity}
+        steps = json.loads(capacity["step_log"])
+        offered = capacity["sustainable_rps"] or (steps[0][0] if steps else None)
+    row.update(A.open_columns(final, cell.scenario.kind, offered))
     history = [json.loads(line) for line in (locust_out / "history.jsonl").read_text().splitlines() if line]
     t0 = float((locust_out / "started").read_text())
     start = final["measure_start"] or t0
@@ -382,7 +443,7 @@ def summarize(
             final["all_requests"],
             row["target_requests"],
             row.get("sessions_opened"),
-            cell.users,
+            cell.users or cell.scenario.max_senders,  # requests in flight at the stop
             target.session_per_request,
             final["all_failures"],
         )
@@ -399,7 +460,7 @@ def summarize(
         locust_cpu_pct=locust_use["cpu_pct"],
     )
     # The target's death is the cause to report first: Locust then spins on refused connections.
-    if row["valid"] and stats is None and not cell.scenario.actions:
+    if row["valid"] and died and not cell.scenario.actions:
         row.update(valid=False, invalid_reason="target died during the load")
     cpu_limit = S.LOCUST_CPU_LIMIT * load_workers  # one core per Locust process
     if row["valid"] and (locust_use["cpu_pct"] or 0) > cpu_limit:
@@ -423,47 +484,6 @@ def summarize(
 
 
 # -- the matrix ----------------------------------------------------------------------------------------
-class Run:
-    """A results folder being written: manifest, summary.csv, timeseries.csv, raw/."""
-
-    def __init__(self, out: Path, manifest: dict[str, Any]) -> None:
-        self.out = out
-        self.manifest = manifest
-        self.summary = read_csv(out / "summary.csv")
-        self.timeseries = read_csv(out / "timeseries.csv")
-
-    def save_manifest(self) -> None:
-        write_atomic(self.out / "manifest.json", json.dumps(self.manifest, indent=2, default=str) + "\n")
-
-    def add(self, row: dict[str, Any]) -> None:
-        ts = row.pop("_timeseries", [])
-        self.summary.append(row)
-        self.timeseries += ts
-        write_csv_atomic(self.out / "timeseries.csv", S.TIMESERIES_COLUMNS, self.timeseries)
-        write_csv_atomic(self.out / "summary.csv", S.SUMMARY_COLUMNS, self.summary)
-        self.manifest["cells_done"].append(row["cell_id"])
-        self.save_manifest()
-
-
-def new_run_id(profile: str) -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{profile}"
-
-
-def prepare_out(out: Path | None, run_id: str) -> Path:
-    """Create the run folder (or fail clearly before anything is started)."""
-    out = out or RESULTS_ROOT / run_id
-    if out.exists() and any(out.iterdir()):
-        raise ConnbenchError(f"{out} exists and is not empty (use --resume {out} to finish an interrupted run)")
-    try:
-        (out / "raw").mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise ConnbenchError(f"cannot write the results folder {out}: {exc.strerror}") from None
-    return out
-
-
 def run_matrix(
     profile: str = "quick",
     target_names: list[str] | None = None,
@@ -472,36 +492,73 @@ def run_matrix(
     resume: Path | None = None,
     baseline: bool = True,
     load_workers: int = 1,
+    path: tuple[Any, Any, Any] = (None, None, None),
+    user_targets: list[UserTarget] | None = None,
+    dsn: str | None = None,
 ) -> Path:
-    """Run (or finish) a matrix and return its folder."""
+    """Run (or finish) a matrix and return its folder. `path`: (rtts, tls modes, poolers) from the command line,
+    each None or replacing every scenario's [network] value."""
     from rich.console import Console
 
     console = Console(stderr=True)
     find_bindir()  # no PostgreSQL: fail before creating anything
+    db = ExternalPostgres(dsn) if dsn else None  # --dsn: an existing database, checked before anything
+    lock: RunLock | None = None
     if resume is not None:
-        mpath = resume / "manifest.json"
-        if not mpath.exists():
-            raise ConnbenchError(f"{resume} is not a connbench run folder (no manifest.json)")
-        manifest = json.loads(mpath.read_text())
+        manifest = read_manifest(resume)
+        lock = RunLock(resume)
+        lock.acquire()  # a second writer stops here, with one line naming the holder
+        if manifest.get("status") == "running":
+            manifest["writer_died"] = True
+            console.print(f"[yellow]{resume}: its last writer died without finishing; resuming[/]")
         profile = manifest["profile"]
-        scenarios = load_profile(profile, list(manifest["scenarios"]))
+        path = tuple(None if v is None else tuple(v) for v in manifest.get("path_override", path))
+        scenarios = with_path_override(load_profile(profile, list(manifest["scenarios"])), path)
         targets = manifest["targets"]
+        register(from_json(manifest.get("user_targets", [])))
+        if manifest.get("database", {}).get("dsn") and db is None:
+            raise ConnbenchError(f"{resume} measured the database {manifest['database']['dsn']}: give --dsn again")
         load_workers = manifest.get("load_workers", 1)
+        baseline = manifest.get("baseline", baseline)
         out = resume
     else:
-        scenarios = load_profile(profile, scenario_names)
-        targets, skipped = choose_targets(target_names)
+        check_options(load_workers)
+        scenarios = with_path_override(load_profile(profile, scenario_names), path)
+        if db is not None:
+            db.check()
+        targets, skipped = choose_verified(target_names, user_targets or [], db)
         if not targets:
             raise ConnbenchError("no runnable target: " + "; ".join(f"{t}: {r}" for t, r in skipped.items()))
         for t, reason in skipped.items():
             console.print(f"[yellow]skipping {t}: {reason}[/]")
         run_id = new_run_id(profile)
+        created = out is None or not out.exists()
         out = prepare_out(out, run_id)
-        manifest = new_manifest(run_id, profile, scenarios, targets, skipped)
-        manifest["load_workers"] = load_workers
-    cells = plan(scenarios, targets)
+        try:
+            lock = RunLock(out)
+            lock.acquire()
+            manifest = new_manifest(run_id, profile, scenarios, targets, skipped)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            if created:
+                shutil.rmtree(out, ignore_errors=True)  # a failed start leaves no folder behind
+            raise
+        manifest.update(load_workers=load_workers, baseline=baseline, path_override=path)
+        manifest.update(
+            user_targets=[dataclasses.asdict(t) for t in user_targets or []],
+            database={"dsn": db.describe(), "created": db.created} if db else {"embedded": True},
+        )
+    if db is not None and resume is not None:
+        db.check()
+    cells, skipped_cells = applicable(plan(scenarios, targets), db is not None)
+    manifest["skipped_cells"] = skipped_cells
+    for cell_id, reason in skipped_cells.items():
+        console.print(f"[yellow]skipping {cell_id}: {reason}[/]")
     run = Run(out, manifest)
-    done = {r["cell_id"] for r in run.summary}
+    for line in run.reconcile([c.id for c in cells]):
+        console.print(f"[yellow]repaired[/] {line}")
+    done = set(run.manifest["cells_done"])
     todo = [c for c in cells if c.id not in done]
     manifest.update(status="running", cells_total=len(cells), cells_missing=[c.id for c in todo], ended_at=None)
     run.save_manifest()
@@ -511,34 +568,77 @@ def run_matrix(
         if baseline and not (out / "baseline.csv").exists():
             from benchmarks.baseline import run_baseline
 
+            rtts = sorted({r for sc in scenarios for r in sc.rtt_ms})
+            tls = sorted({t for sc in scenarios for t in sc.tls})
             with console.status("baseline: pgbench with and without -C"):
-                run_baseline(out / "baseline.csv")
-        _run_cells(todo, run, live, console, load_workers)
+                run_baseline(out / "baseline.csv", rtts=rtts, tls=tls, db=db)
+        _run_cells(todo, run, live, console, load_workers, db)
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the clean-up half-way
         live.stop_all()
         manifest.update(status="interrupted")
         console.print(f"[red]interrupted[/]: {len(manifest['cells_done'])} cells kept; finish with "
                       f"`connbench run --resume {out}`")  # fmt: skip
         raise
     except BaseException:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         live.stop_all()
         manifest.update(status="failed")
         raise
     else:
         manifest.update(status="complete")
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         manifest["cells_missing"] = [c.id for c in cells if c.id not in set(manifest["cells_done"])]
+        if manifest["status"] == "complete" and manifest["cells_missing"]:
+            manifest["status"] = "incomplete"
         manifest["ended_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         run.save_manifest()
         shutil.rmtree(out / "raw" / ".partial", ignore_errors=True)
+        lock.release()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     return out
 
 
-def _run_cells(todo: list[Cell], run: Run, live: CellRun, console: Any, load_workers: int = 1) -> None:
+def check_options(load_workers: int) -> None:
+    """Everything a run reads from the command line and the environment, checked before anything starts."""
+    if load_workers < 1:
+        raise ConnbenchError(f"--load-workers must be 1 or more, got {load_workers}")
+    try:
+        Settings.from_env()
+    except ValueError as exc:
+        raise ConnbenchError(str(exc)) from None
+
+
+# Seconds a cell spends outside its load (start the target, wait for ready, start Locust, collect, stop); measured
+# by tests/bench_loadgen.py and recorded in README.
+PER_CELL_OVERHEAD_S = 3.0
+
+
+def planned_seconds(cells: list[Cell]) -> float:
+    """How long `cells` should take: their load stages plus the per-cell overhead (the progress bar's estimate)."""
+    return sum(c.scenario.total_seconds() + PER_CELL_OVERHEAD_S for c in cells)
+
+
+def describe_plan(profile: str, target_names: list[str] | None, scenario_names: list[str] | None) -> list[str]:
+    """`connbench run --plan`: one line per scenario (cells, seconds) and the total, without starting anything."""
+    scenarios = load_profile(profile, scenario_names)
+    targets, _ = choose_targets(target_names)
+    cells = plan(scenarios, targets)
+    lines = []
+    for sc in scenarios:
+        mine = [c for c in cells if c.scenario.name == sc.name]
+        lines.append(f"{sc.name:14} {len(mine):4} cells  ~{planned_seconds(mine):6.0f} s")
+    lines.append(f"{'total':14} {len(cells):4} cells  ~{planned_seconds(cells):6.0f} s ({profile} profile)")
+    return lines
+
+
+def _run_cells(
+    todo: list[Cell], run: Run, live: CellRun, console: Any, load_workers: int = 1, db: ExternalPostgres | None = None
+) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    per_cell_overhead = 4.0
-    total = sum(c.scenario.total_seconds() + per_cell_overhead for c in todo)
+    total = planned_seconds(todo)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cells"),
                TimeElapsedColumn(), TextColumn("remaining ~{task.fields[eta]}")]  # fmt: skip
     started = time.monotonic()
@@ -546,23 +646,30 @@ def _run_cells(todo: list[Cell], run: Run, live: CellRun, console: Any, load_wor
         task = progress.add_task("starting", total=len(todo), eta="?")
         spent = 0.0
         groups: dict[tuple, list[Cell]] = {}
-        for c in todo:  # one PostgreSQL per scenario (its settings and faults are its own)
-            groups.setdefault((c.scenario.name,), []).append(c)
+        for c in todo:  # one PostgreSQL per scenario and connection path (its settings and faults are its own)
+            groups.setdefault((c.scenario.name, c.tls, c.rtt_ms), []).append(c)
         for group in groups.values():
             sc = group[0].scenario
-            need_bouncer = any(TARGETS[c.target].via_pgbouncer for c in group)
-            with stack(sc, need_bouncer) as (pg, bouncer):
+            with stack(group, db) as (pg, net):
                 for cell in group:
                     progress.update(task, description=cell.id)
                     partial = run.out / "raw" / ".partial"
                     shutil.rmtree(partial, ignore_errors=True)
+                    others = set(other_connbench_runs())
                     if sc.kind == "cold-start":
                         from benchmarks.faults import run_cold_start_cell
 
-                        row = run_cold_start_cell(cell, pg, bouncer, partial, live)
+                        row = run_cold_start_cell(cell, pg, net, partial, live)
                     else:
-                        row = run_load_cell(cell, pg, bouncer, partial, live, load_workers)
+                        row = run_load_cell(cell, pg, net, partial, live, load_workers)
+                    row.update(cell.path_columns())
+                    for r in row.get("_timeseries", []):
+                        r.update(cell.path_columns())
                     live.procs.clear()
+                    others |= set(other_connbench_runs())
+                    if others and row["valid"]:  # it shared the cores: not comparable with a run made alone
+                        pids = ", ".join(map(str, sorted(others)))
+                        row.update(valid=False, invalid_reason=f"another connbench run was running (pid {pids})")
                     final_raw = run.out / "raw" / cell.id
                     shutil.rmtree(final_raw, ignore_errors=True)
                     partial.rename(final_raw)
@@ -574,7 +681,7 @@ def _run_cells(todo: list[Cell], run: Run, live: CellRun, console: Any, load_wor
                         progress.console.print(
                             f"cell {done_n}/{total_n} {cell.id} ({time.monotonic() - started:.0f} s)"
                         )
-                    spent += cell.scenario.total_seconds() + per_cell_overhead
+                    spent += planned_seconds([cell])
                     elapsed = time.monotonic() - started
                     eta = elapsed / spent * (total - spent) if spent else 0
                     progress.update(task, advance=1, eta=f"{eta:.0f}s")

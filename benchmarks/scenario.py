@@ -6,13 +6,17 @@ the file and the key, so a typo never silently changes a benchmark.
 
     description = "closed-loop users, back to back"
     kind = "load"                       # load | cold-start
-    targets = ["*"]                     # target ids or strategy names; "*" = every target
+    targets = ["*"]                     # target ids, strategy or family names; "*" = every target
     [load]
     users = [1, 8, 32]                  # one cell per level
     warmup = 3                          # seconds excluded from the statistics
     duration = 15                       # measured seconds
     spawn_rate = 0                      # users started per second; 0 = all at once
     stages = [{duration = 5, users = "level"}, {duration = 8, users = 0}]   # optional: replaces the above shape
+    params = {work_ms = 50}             # GET /db parameters (targets/app.py DB_PARAMS)
+    [sweep]                             # one cell per combination; a target setting or a /db parameter
+    pool_max = [1, 4, 16]               # -> CONNBENCH_POOL_MAX; the cell id gains ".pool_max4"
+    hold = [1, 0]
     [postgres]
     max_connections = 100
     settings = {idle_session_timeout = "3s"}
@@ -27,21 +31,42 @@ the file and the key, so a typo never silently changes a benchmark.
     users = [4]
     duration = 3
     repeats = 1
+
+Open-model load (kind "arrival": one cell per rate; kind "capacity": one search per target):
+
+    kind = "arrival"
+    [load]
+    rates = [100, 400]                  # requests/s, one cell per level (instead of users)
+    arrival = "poisson"                 # poisson | uniform (a fixed interval)
+    max_senders = 100                   # requests in flight at most; one due beyond is dropped
+    stages = [{duration = 3, rps = "level", ramp = true}, {duration = 5, rps = "level"}]   # optional
+    [capacity]                          # kind "capacity" (CAPACITY_DEFAULTS)
+    slo_ms = 50                         # p99 from the due time must stay at or under this
+    budget = 30                         # seconds of search per target
 """
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.arrival import ARRIVALS
 from benchmarks.errors import ConnbenchError
-from targets.strategies import STRATEGIES, TARGETS
+from targets.app import DB_PARAMS
+from targets.strategies import SETTINGS, STRATEGIES, TARGETS, Settings
 
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
+FAMILY_NAMES = {t.family for t in TARGETS.values()}  # "prisma" in a targets list: every prisma target
 PROFILES = ("smoke", "quick", "full")
-KINDS = ("load", "cold-start")
+KINDS = ("load", "cold-start", "arrival", "capacity")
+OPEN_KINDS = ("arrival", "capacity")  # open-model load (benchmarks/arrival.py)
+# The capacity search (benchmarks/arrival.py Search): the SLO, the first rate, how it grows and how close the
+# bisection gets, the rate it never exceeds, each step's settling and measured seconds, the search's budget.
+CAPACITY_DEFAULTS = {"slo_ms": 50.0, "max_error": 0.01, "start_rps": 50.0, "growth": 2.0, "precision": 0.1,
+                     "max_rps": 5000.0, "step_warmup": 1.0, "step_duration": 3.0, "budget": 40.0}  # fmt: skip
 ACTIONS = ("restart-db", "sigterm", "sigkill", "mark")
 TOP_KEYS = {
     "description",
@@ -53,9 +78,14 @@ TOP_KEYS = {
     "actions",
     "profiles",
     "cold_start",
+    "sweep",
+    "capacity",
+    "network",
 }
-LOAD_KEYS = {"users", "warmup", "duration", "spawn_rate", "stages"}
-PROFILE_KEYS = LOAD_KEYS | {"repeats", "targets", "actions", "cold_start"}
+LOAD_KEYS = {"users", "warmup", "duration", "spawn_rate", "stages", "params", "rates", "arrival", "max_senders"}
+PROFILE_KEYS = LOAD_KEYS | {"repeats", "targets", "actions", "cold_start", "sweep", "capacity", "network"}
+NETWORK_KEYS = {"rtt_ms", "tls", "pooler"}
+SWEEPABLE = set(SETTINGS) | set(DB_PARAMS)  # target settings (README's table) and /db parameters
 
 
 @dataclass(frozen=True)
@@ -85,9 +115,37 @@ class Scenario:
     repeats: int = 1
     cold_start: dict[str, Any] = field(default_factory=dict)
     path: str = ""
+    params: dict[str, Any] = field(default_factory=dict)  # /db parameters of every cell
+    sweep: dict[str, list[Any]] = field(default_factory=dict)  # name -> values, one cell per combination
+    rates: tuple[int, ...] = ()  # arrival: requests/s, one cell per level
+    arrival: str = "poisson"
+    max_senders: int = 100
+    capacity: dict[str, float] = field(default_factory=dict)  # CAPACITY_DEFAULTS with the file's values
+    # [network]: the connection path, one set of cells per RTT and TLS mode; PgBouncer targets once per pooler
+    rtt_ms: tuple[float, ...] = (0,)
+    tls: tuple[bool, ...] = (False,)
+    pooler: tuple[str, ...] = ("near-db",)
+
+    def variants(self) -> list[tuple[tuple[str, Any], ...]]:
+        """Every combination of the swept values, as (name, value) pairs in the file's order."""
+        names = list(self.sweep)
+        return [tuple(zip(names, values, strict=True)) for values in itertools.product(*self.sweep.values())]
+
+    def target_env_for(self, variant: tuple[tuple[str, Any], ...]) -> dict[str, str]:
+        """The target's environment in one variant: the scenario's, with the swept settings on top."""
+        return {**self.target_env, **{SETTINGS[k].env: str(v) for k, v in variant if k in SETTINGS}}
+
+    def db_params_for(self, variant: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+        """GET /db's parameters in one variant."""
+        return {**self.params, **{k: v for k, v in variant if k in DB_PARAMS}}
 
     def load_stages(self, level: int) -> list[dict[str, Any]]:
         """The Locust shape for one level: explicit stages, or one stage of warmup + duration."""
+        if self.kind == "arrival":  # the level is a rate
+            if not self.stages:
+                return [{"duration": self.warmup + self.duration, "rps": level}]
+            return [{"duration": float(st["duration"]), "rps": level if st.get("rps", "level") == "level"
+                     else float(st["rps"]), "ramp": bool(st.get("ramp"))} for st in self.stages]  # fmt: skip
         if not self.stages:
             return [{"duration": self.warmup + self.duration, "users": level, "spawn_rate": self.spawn_rate}]
         out = []
@@ -99,24 +157,30 @@ class Scenario:
     def total_seconds(self) -> float:
         if self.kind == "cold-start":
             return 3.0
+        if self.kind == "capacity":
+            return self.capacity["budget"]
         return sum(s["duration"] for s in self.load_stages(1))
 
     def selects(self, target_id: str) -> bool:
         t = TARGETS[target_id]
-        return "*" in self.targets or t.id in self.targets or t.strategy in self.targets
+        return "*" in self.targets or t.id in self.targets or t.strategy in self.targets or t.family in self.targets
 
 
-def _check_keys(where: str, table: dict[str, Any], allowed: set[str]) -> None:
+def _check_keys(where: str, table: Any, allowed: set[str]) -> None:
+    if not isinstance(table, dict):
+        raise ConnbenchError(f"{where}: must be a table, got {table!r}")
     for key in table:
         if key not in allowed:
             raise ConnbenchError(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
 
 
-def _typed(where: str, key: str, value: Any, kind: type) -> Any:
+def _typed(where: str, key: str, value: Any, kind: type, minimum: float | None = None) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         raise ConnbenchError(f"{where}: key {key!r} must be {kind.__name__}, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ConnbenchError(f"{where}: key {key!r} must be at least {minimum:g}, got {value!r}")
     return value
 
 
@@ -135,8 +199,8 @@ def parse_scenario(path: Path, profile: str) -> Scenario | None:
         _check_keys(f"{where} [profiles.{name}]", table, PROFILE_KEYS)
     if profile not in profiles:
         return None
+    _check_keys(f"{where} [load]", data.get("load", {}), LOAD_KEYS)
     load = dict(data.get("load", {}))
-    _check_keys(f"{where} [load]", load, LOAD_KEYS)
     over = dict(profiles[profile])
     load.update({k: v for k, v in over.items() if k in LOAD_KEYS})
     pg = data.get("postgres", {})
@@ -148,8 +212,8 @@ def parse_scenario(path: Path, profile: str) -> Scenario | None:
         raise ConnbenchError(f"{where}: key 'kind' must be one of {', '.join(KINDS)}, got {kind!r}")
     targets = tuple(over.get("targets", data.get("targets", ["*"])))
     for t in targets:
-        if t != "*" and t not in TARGETS and t not in STRATEGIES:
-            raise ConnbenchError(f"{where}: key 'targets' names unknown target or strategy {t!r}")
+        if t != "*" and t not in TARGETS and t not in STRATEGIES and t not in FAMILY_NAMES:
+            raise ConnbenchError(f"{where}: key 'targets' names unknown target, strategy or family {t!r}")
     actions = []
     for i, a in enumerate(over.get("actions", data.get("actions", []))):
         _check_keys(f"{where} [[actions]] #{i + 1}", a, {"at", "do", "mode", "label"})
@@ -162,29 +226,103 @@ def parse_scenario(path: Path, profile: str) -> Scenario | None:
         raise ConnbenchError(f"{where}: key 'users' must be a non-empty list of positive integers, got {users!r}")
     stages = load.get("stages", [])
     for i, st in enumerate(stages):
-        _check_keys(f"{where} stages #{i + 1}", st, {"duration", "users", "spawn_rate"})
+        _check_keys(f"{where} stages #{i + 1}", st, {"duration", "users", "spawn_rate", "rps", "ramp"})
         if "duration" not in st:
             raise ConnbenchError(f"{where}: stage #{i + 1} lacks key 'duration'")
-    repeats = _typed(where, "repeats", over.get("repeats", 1), int)
+        _typed(f"{where} stage #{i + 1}", "duration", st["duration"], float, 0)
+    repeats = _typed(where, "repeats", over.get("repeats", 1), int, 1)
+    _check_keys(f"{where} [target.env]", target.get("env", {}), set(target.get("env", {})))
+    try:
+        Settings.from_env({k: str(v) for k, v in target.get("env", {}).items()})
+    except ValueError as exc:
+        raise ConnbenchError(f"{where} [target.env]: {exc}") from None
     return Scenario(
         name=path.stem,
         description=str(data.get("description", "")),
         kind=kind,
         targets=targets,
         users=tuple(users),
-        warmup=_typed(where, "warmup", load.get("warmup", 2.0), float),
-        duration=_typed(where, "duration", load.get("duration", 10.0), float),
-        spawn_rate=_typed(where, "spawn_rate", load.get("spawn_rate", 0.0), float),
+        warmup=_typed(where, "warmup", load.get("warmup", 2.0), float, 0),
+        duration=_typed(where, "duration", load.get("duration", 10.0), float, 0.5),
+        spawn_rate=_typed(where, "spawn_rate", load.get("spawn_rate", 0.0), float, 0),
         stages=tuple(stages),
-        max_connections=_typed(where, "max_connections", pg.get("max_connections", 100), int),
+        max_connections=_typed(where, "max_connections", pg.get("max_connections", 100), int, 5),
         pg_settings={k: str(v) for k, v in pg.get("settings", {}).items()},
-        workers=_typed(where, "workers", target.get("workers", 1), int),
+        workers=_typed(where, "workers", target.get("workers", 1), int, 1),
         target_env={k: str(v) for k, v in target.get("env", {}).items()},
         actions=tuple(actions),
         repeats=max(1, repeats),
         cold_start={**data.get("cold_start", {}), **over.get("cold_start", {})},
         path=where,
+        params=_named_numbers(f"{where} [load] params", load.get("params", {}), set(DB_PARAMS)),
+        sweep=_sweep(where, over.get("sweep", data.get("sweep", {})), target.get("env", {})),
+        **_open_load(where, kind, load, {**data.get("capacity", {}), **over.get("capacity", {})}),
+        **_network(f"{where} [network]", {**data.get("network", {}), **over.get("network", {})}),
     )
+
+
+def _network(where: str, table: Any) -> dict[str, Any]:
+    """[network]: rtt_ms = [0, 10], tls = [false, true], pooler = ["near-db", "near-app"] (lists or one value)."""
+    from benchmarks.network import parse_poolers, parse_rtts, parse_tls
+
+    if not isinstance(table, dict):
+        raise ConnbenchError(f"{where}: must be a table, got {table!r}")
+    _check_keys(where, table, NETWORK_KEYS)
+    out: dict[str, Any] = {}
+    for key, parse in (("rtt_ms", parse_rtts), ("tls", parse_tls), ("pooler", parse_poolers)):
+        if key in table:
+            value = table[key] if isinstance(table[key], list) else [table[key]]
+            if key == "tls" and not all(isinstance(v, bool) for v in value):
+                raise ConnbenchError(f"{where}: key 'tls' must be true, false or a list of them, got {table[key]!r}")
+            try:
+                out[key] = parse(value)
+            except ConnbenchError as exc:
+                raise ConnbenchError(f"{where}: key {key!r}: {exc}") from None
+    return out
+
+
+def _open_load(where: str, kind: str, load: dict[str, Any], capacity: Any) -> dict[str, Any]:
+    """The open-model settings: rates, arrival, max_senders, and the capacity search's table."""
+    rates = load.get("rates", [])
+    if kind == "arrival" and (
+        not isinstance(rates, list) or not rates or not all(isinstance(r, int) and r > 0 for r in rates)
+    ):
+        raise ConnbenchError(f"{where}: key 'rates' must be a non-empty list of positive integers, got {rates!r}")
+    arrival = load.get("arrival", "poisson")
+    if arrival not in ARRIVALS:
+        raise ConnbenchError(f"{where}: key 'arrival' must be one of {', '.join(ARRIVALS)}, got {arrival!r}")
+    _check_keys(f"{where} [capacity]", capacity, set(CAPACITY_DEFAULTS))
+    cap = {k: _typed(f"{where} [capacity]", k, capacity.get(k, v), float, 0) for k, v in CAPACITY_DEFAULTS.items()}
+    return {
+        "rates": tuple(rates),
+        "arrival": arrival,
+        "max_senders": _typed(where, "max_senders", load.get("max_senders", 100), int, 1),
+        "capacity": cap if kind == "capacity" else {},
+    }
+
+
+def _named_numbers(where: str, table: Any, allowed: set[str]) -> dict[str, Any]:
+    _check_keys(where, table, allowed)
+    for key, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConnbenchError(f"{where}: key {key!r} must be a number >= 0, got {value!r}")
+    return dict(table)
+
+
+def _sweep(where: str, table: Any, env: dict[str, Any]) -> dict[str, list[Any]]:
+    """[sweep]: each key a target setting or a /db parameter, each value a non-empty list of numbers."""
+    _check_keys(f"{where} [sweep]", table, SWEEPABLE)
+    for key, values in table.items():
+        if not isinstance(values, list) or not values:
+            raise ConnbenchError(f"{where} [sweep]: key {key!r} must be a non-empty list, got {values!r}")
+        for v in values:
+            _named_numbers(f"{where} [sweep]", {key: v}, SWEEPABLE)
+            if key in SETTINGS:
+                try:
+                    Settings.from_env({**{k: str(x) for k, x in env.items()}, SETTINGS[key].env: str(v)})
+                except ValueError as exc:
+                    raise ConnbenchError(f"{where} [sweep]: {exc}") from None
+    return {k: list(v) for k, v in table.items()}
 
 
 def available(directory: Path = SCENARIO_DIR) -> list[str]:

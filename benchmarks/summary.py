@@ -10,6 +10,9 @@ import math
 from collections import defaultdict
 from typing import Any
 
+# The bucketing of every histogram (Locust's and the targets' /stats), re-exported for the locustfile.
+from targets.timing import fine_bucket as fine_bucket
+
 SCHEMA_VERSION = 1
 
 # Columns only some scenarios fill (cold start, faults, lifecycle); the report draws them per scenario.
@@ -18,12 +21,27 @@ FAULT_COLUMNS = [
     "errors_53300", "shutdown_logged", "release_s",
 ]  # fmt: skip
 
+# The connection path of a cell (RTT added in ms, TLS, where PgBouncer sits); in summary, timeseries and baseline.
+PATH_COLUMNS = ["rtt_ms", "tls", "pooler"]
+
+# Open-model load (arrival, capacity): closed cells fill only load_model. Latencies of open cells count from
+# when each request was due (benchmarks/arrival.py).
+OPEN_COLUMNS = ["load_model", "offered_rps", "dropped", "late", "senders_peak"]
+
+# capacity.csv: one row per capacity cell (a target's search), in README's "Results files".
+CAPACITY_COLUMNS = [
+    "cell_id", "target", "strategy", "driver", "repeat", "slo_ms", "sustainable_rps", "rps", "p99_ms",
+    "failed_at_rps", "reason", "steps", "search_s", "budget_s", "step_log",
+]  # fmt: skip
+
 # summary.csv: one row per cell. README's "Results files" documents each column (a test checks it).
 SUMMARY_COLUMNS = [
-    "cell_id", "scenario", "target", "strategy", "driver", "users", "repeat", "workers",
-    "started_at", "measure_s", "requests", "failures", "error_rate", "rps",
+    "cell_id", "scenario", "target", "strategy", "driver", *PATH_COLUMNS,
+    "users", "repeat", "workers", "params", "pool_max",
+    "started_at", "measure_s", "requests", "failures", "error_rate", "rps", *OPEN_COLUMNS,
     "latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms", "latency_max_ms", "latency_mean_ms",
-    "conn_peak", "conn_mean", "sessions_opened", "sessions_per_request", "errors",
+    "acquire_p50_ms", "acquire_p99_ms", "query_p50_ms", "query_p99_ms",
+    "conn_peak", "conn_mean", "conn_wanted", "conn_slots", "sessions_opened", "sessions_per_request", "errors",
     "time_to_ready_s", "target_rss_mb", "target_cpu_pct", "locust_cpu_pct",
     "locust_requests", "target_requests", "counts_agree", "target_exit",
     *FAULT_COLUMNS,
@@ -32,24 +50,20 @@ SUMMARY_COLUMNS = [
 
 # timeseries.csv: one row per second per cell.
 TIMESERIES_COLUMNS = [
-    "cell_id", "scenario", "target", "users_level", "repeat", "t", "phase", "users", "rps", "failures",
+    "cell_id", "scenario", "target", *PATH_COLUMNS, "users_level", "repeat", "t", "phase", "users", "rps", "failures",
     "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "conn_total", "conn_active", "conn_idle",
     "sessions_opened", "db_up", "event",
 ]  # fmt: skip
 
+# baseline.csv: pgbench (and wrk) on the embedded stack, one row per tool and mode.
+# With -C and one client, pgbench's connect time per RTT gives the round trips a new connection costs (the slope).
+BASELINE_COLUMNS = [
+    "tool", "mode", *PATH_COLUMNS, "clients", "duration_s", "tps", "latency_mean_ms", "connect_ms", "round_trips",
+    "note",
+]  # fmt: skip
+
 PERCENTILES = {"latency_p50_ms": 0.5, "latency_p90_ms": 0.9, "latency_p95_ms": 0.95, "latency_p99_ms": 0.99}
 LOCUST_CPU_LIMIT = 90.0
-
-
-def fine_bucket(response_time: float) -> float:
-    """0.1 ms below 10 ms, 1 ms below 100 ms, then ~2 significant figures (Locust's own scheme)."""
-    if response_time < 10:
-        return round(response_time, 1)
-    if response_time < 100:
-        return round(response_time)
-    if response_time < 1000:
-        return int(round(response_time, -1))
-    return int(round(response_time, -2))
 
 
 def histogram_percentile(hist: dict[float, int], count: int, q: float) -> float:

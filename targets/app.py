@@ -22,9 +22,27 @@ from starlette.routing import Route
 
 from targets.drivers import OPENED, Conn, sqlstate_of
 from targets.strategies import Settings, build_strategy, get_target
+from targets.timing import ACQUIRE, QUERY
 
 DEFAULT_DSN = "postgresql://connbench@127.0.0.1:5432/connbench"
 WORLD_ROWS = 10_000
+# The parameters of GET /db (README's HTTP contract); scenario files may set and sweep them.
+DB_PARAMS = {
+    "work_ms": "milliseconds of slow non-database work per request (asyncio.sleep, like a call to another service)",
+    "hold": "1: do that work while holding the connection; 0 (default): after releasing it",
+}
+
+
+def db_params(query: dict[str, str]) -> tuple[float, bool]:
+    """(work seconds, hold) from /db's query string; ValueError names a bad parameter."""
+    try:
+        work_ms = float(query.get("work_ms") or 0)
+    except ValueError:
+        raise ValueError(f"work_ms must be a number of milliseconds, got {query['work_ms']!r}") from None
+    hold = query.get("hold") or "0"
+    if not 0 <= work_ms <= 60_000 or hold not in ("0", "1"):
+        raise ValueError("work_ms must be between 0 and 60000 and hold 0 or 1")
+    return work_ms / 1000, hold == "1"
 
 
 def error_body(exc: BaseException) -> dict[str, Any]:
@@ -65,15 +83,30 @@ def create_app(target_id: str | None = None, dsn: str | None = None) -> Starlett
             print(f"connbench: exit hook failed: {error_body(exc)}", flush=True)
         await strategy.shutdown()
 
-    async def db(_request: Request) -> JSONResponse:
+    async def db(request: Request) -> JSONResponse:
+        try:
+            work_s, hold = db_params(dict(request.query_params))
+        except ValueError as exc:
+            return JSONResponse({"error": "BadRequest", "sqlstate": None, "detail": str(exc)}, status_code=400)
         state["requests"] += 1
         world_id = random.randint(1, WORLD_ROWS)
 
         async def work(conn: Conn) -> tuple[int, int]:
-            return await conn.fetch_world(world_id)
+            asked = time.perf_counter()
+            row = await conn.fetch_world(world_id)
+            QUERY.add(time.perf_counter() - asked)
+            if hold and work_s:
+                await asyncio.sleep(work_s)
+            return row
+
+        async def handle() -> tuple[int, int]:
+            row = await strategy.run(work)
+            if not hold and work_s:
+                await asyncio.sleep(work_s)
+            return row
 
         try:
-            row_id, number = await asyncio.wait_for(strategy.run(work), settings.request_timeout)
+            row_id, number = await asyncio.wait_for(handle(), settings.request_timeout)
         except Exception as exc:
             body = error_body(exc)
             state["errors"][body["error"]] += 1
@@ -101,6 +134,8 @@ def create_app(target_id: str | None = None, dsn: str | None = None) -> Starlett
                 "errors": dict(state["errors"]),
                 "connections_opened": OPENED.value,
                 "pool": strategy.figures(),
+                "acquire_ms": ACQUIRE.as_dict(),
+                "query_ms": QUERY.as_dict(),
                 "settings": settings.as_dict(),
             }
         )

@@ -53,6 +53,11 @@ class Conn(abc.ABC):
         """Close the socket without the event loop (for clients whose loop is gone)."""
 
 
+class PoolTimeout(TimeoutError):
+    """No pooled connection came free in time: asyncpg raises a bare TimeoutError, psycopg_pool its own
+    PoolTimeout; both drivers answer with this class name, apart from the request's own TimeoutError."""
+
+
 class Pool(abc.ABC):
     @abc.abstractmethod
     async def open(self, wait: bool) -> None: ...
@@ -129,8 +134,14 @@ class AsyncpgPool(Pool):
 
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[Conn]:
-        async with self.raw.acquire(timeout=self.driver.pool_timeout) as conn:
+        try:
+            conn = await self.raw.acquire(timeout=self.driver.pool_timeout)
+        except TimeoutError:
+            raise PoolTimeout(f"no connection free within {self.driver.pool_timeout} s") from None
+        try:
             yield AsyncpgConn(conn, self.driver.pooler)
+        finally:
+            await self.raw.release(conn)
 
     async def close(self) -> None:
         await self.raw.close()
@@ -207,7 +218,8 @@ class PsycopgPool(Pool):
         )
 
     async def open(self, wait: bool) -> None:
-        await self.raw.open(wait=wait, timeout=self.driver.pool_timeout)
+        # Filling the pool is connecting: a short pool_timeout (how long a request may queue) must not fail it.
+        await self.raw.open(wait=wait, timeout=max(self.driver.pool_timeout, self.driver.connect_timeout))
 
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[Conn]:

@@ -1,20 +1,24 @@
 """The connection strategies and the registry of targets: the single source of truth for target ids.
 
 A strategy has three hooks (`startup`, `connection`, `shutdown`) and `run`, which runs one request's
-database work; app.py only ever calls these, so it never branches on a strategy's name. The edge strategies
-override `run` to put each request in its own event loop, as an edge runtime puts it in its own context.
+database work and times how long getting its connection took (targets/timing.py); app.py only ever calls
+these, so it never branches on a strategy's name. The edge strategies override `run` to put each request in
+its own event loop, as an edge runtime puts it in its own context.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from targets.drivers import DRIVERS, Conn, Driver, Pool
+from targets.families import PYTHON, family_targets
+from targets.timing import ACQUIRE
 
 T = TypeVar("T")
 Work = Callable[[Conn], Awaitable[T]]
@@ -88,7 +92,9 @@ class Strategy:
         yield  # pragma: no cover
 
     async def run(self, work: Work[T]) -> T:
+        asked = time.perf_counter()
         async with self.connection() as conn:
+            ACQUIRE.add(time.perf_counter() - asked)
             return await work(conn)
 
     async def shutdown(self) -> None:
@@ -156,7 +162,8 @@ class PoolEager(_Pooled):
     summary = "pool opened and filled (pool_min connections) before the service reports ready"
 
     async def startup(self) -> None:
-        self.pool = self.driver.create_pool(self.dsn, self.settings.pool_min, self.settings.pool_max)
+        filled = min(self.settings.pool_min, self.settings.pool_max)  # a pool smaller than pool_min is full
+        self.pool = self.driver.create_pool(self.dsn, filled, self.settings.pool_max)
         await self.pool.open(wait=True)
 
 
@@ -187,7 +194,8 @@ class _Edge(Strategy):
     """An isolate-per-request runtime: each request's database work runs in a fresh event loop.
 
     The "isolate" is this object's state; an unhandled error tears it down (drops the global client), as an
-    edge runtime discards an isolate after an exception.
+    edge runtime discards an isolate after an exception. Inside the isolate, `connection()` and the timing
+    are the base class's.
     """
 
     async def run(self, work: Work[T]) -> T:
@@ -197,13 +205,10 @@ class _Edge(Strategy):
         try:
             # A new event loop for this request only, with the wall-time limit an edge runtime puts on a
             # request: past it the isolate is torn down, so no thread outlives its request.
-            return asyncio.run(asyncio.wait_for(self._handle(work), self.settings.request_timeout))
+            return asyncio.run(asyncio.wait_for(Strategy.run(self, work), self.settings.request_timeout))
         except BaseException:
             self._reset_isolate()
             raise
-
-    async def _handle(self, work: Work[T]) -> T:
-        raise NotImplementedError
 
     def _reset_isolate(self) -> None:
         pass
@@ -217,10 +222,11 @@ class EdgeGlobal(_Edge):
         super().__init__(*args)
         self.client: Conn | None = None
 
-    async def _handle(self, work: Work[T]) -> T:
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
         if self.client is None:
             self.client = await self.driver.connect(self.dsn)
-        return await work(self.client)
+        yield self.client
 
     def _reset_isolate(self) -> None:
         self.client = None  # the isolate and its globals are gone; its socket is not closed by anyone
@@ -238,10 +244,11 @@ class EdgePerRequest(_Edge):
     summary = "isolate per request with a fresh client per request, closed at the end"
     session_per_request = True
 
-    async def _handle(self, work: Work[T]) -> T:
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Conn]:
         conn = await self.driver.connect(self.dsn)
         try:
-            return await work(conn)
+            yield conn
         finally:
             await conn.close()
 
@@ -268,6 +275,18 @@ class Target:
     summary: str = field(compare=False)
     via_pgbouncer: bool = field(compare=False)
     session_per_request: bool = field(compare=False)
+    family: str = field(default=PYTHON, compare=False)  # targets/families.py
+
+    @property
+    def conn_key(self) -> str:
+        """Under which name the sampler counts this target's PostgreSQL connections (its application_name;
+        a user's service may be recognised by its role instead, targets/yours.py)."""
+        return f"connbench:{self.id}"
+
+    @property
+    def ready_path(self) -> str:
+        """The path that answers 200 once the target is ready."""
+        return "/ready"
 
 
 TARGETS: dict[str, Target] = {
@@ -275,6 +294,10 @@ TARGETS: dict[str, Target] = {
     for s, cls in STRATEGIES.items()
     for d in DRIVERS
 }
+# The other families' targets (targets/*/family.toml); their strategy is their id, unique in the registry.
+TARGETS.update(
+    {t.id: Target(t.id, t.id, t.driver, t.summary, False, t.session_per_request, t.family) for t in family_targets()}
+)
 
 
 class UnknownTarget(ValueError):

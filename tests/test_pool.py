@@ -1,0 +1,140 @@
+"""Where a request's time goes (acquire vs query in /stats), swept target settings, and the pool-size and
+slow-work scenarios on a real stack."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from helpers import run_connbench, start_target
+
+from benchmarks.errors import ConnbenchError
+from benchmarks.pgbouncer import choose_targets
+from benchmarks.runner import Cell, plan
+from benchmarks.scenario import load_profile, parse_scenario
+from benchmarks.targetstats import conn_wanted, timing_columns, window_histogram
+from targets.strategies import TARGETS
+from targets.timing import Histogram
+
+RUNNABLE, SKIPPED = choose_targets()
+SMOKE_TARGET = "pool-eager-asyncpg"
+
+
+# -- units ---------------------------------------------------------------------------------------------
+def test_histogram_buckets_like_locust() -> None:
+    h = Histogram()
+    for seconds in (0.00043, 0.00044, 0.0476, 0.347, 0.0):
+        h.add(seconds)
+    assert h.as_dict() == {"0": 1, "0.4": 2, "48": 1, "350": 1}
+
+
+def test_window_is_the_difference_of_two_snapshots_of_one_process() -> None:
+    before = {"pid": 1, "acquire_ms": {"0.1": 5, "20": 2}, "query_ms": {"0.5": 7}}
+    after = {"pid": 1, "acquire_ms": {"0.1": 6, "20": 2, "30": 99}, "query_ms": {"0.5": 107}}
+    assert window_histogram(before, after, "acquire_ms") == {0.1: 1, 30.0: 99}
+    cols = timing_columns(before, after)
+    assert cols["acquire_p50_ms"] == 30 and cols["query_p99_ms"] == 0.5
+    # another worker process answered the second time: the end snapshot alone
+    assert window_histogram({**before, "pid": 2}, after, "acquire_ms") == {0.1: 6, 20.0: 2, 30.0: 99}
+    assert timing_columns(None, None) == dict.fromkeys(
+        ["acquire_p50_ms", "acquire_p99_ms", "query_p50_ms", "query_p99_ms"]
+    )
+    assert conn_wanted(3, None, {"pool": {"pool_max": 10}}) == 30
+    assert conn_wanted(3, {"pool": {}}) is None
+
+
+def test_sweep_makes_one_cell_per_value_with_its_settings() -> None:
+    sc = load_profile("full", ["pool-size"])[0]
+    assert sc.sweep == {"pool_max": [1, 2, 4, 8, 16, 32, 64]}
+    cells = [c for c in plan([sc], list(TARGETS)) if c.target == "pool-eager-asyncpg"]
+    assert [c.id for c in cells[:2]] == [
+        "pool-size.pool-eager-asyncpg.u64.pool_max1.r1",
+        "pool-size.pool-eager-asyncpg.u64.pool_max1.r2",
+    ]
+    assert {dict(c.variant)["pool_max"] for c in cells} == {1, 2, 4, 8, 16, 32, 64}
+    assert sc.target_env_for((("pool_max", 4),))["CONNBENCH_POOL_MAX"] == "4"
+    slow = load_profile("quick", ["slow-work"])[0]
+    assert slow.db_params_for((("hold", 1),)) == {"work_ms": 50, "hold": 1}
+    assert slow.target_env_for((("hold", 1),))["CONNBENCH_POOL_MAX"] == "10"
+    steady = load_profile("smoke", ["steady"])[0]
+    assert Cell(steady, "global-asyncpg", 8, 1).id == "steady.global-asyncpg.u8.r1"  # no sweep, no suffix
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[sweep]\npool_size = [1, 2]\n", "unknown key 'pool_size'"),
+        ("[sweep]\npool_max = []\n", "non-empty list"),
+        ("[sweep]\npool_max = [1, 2.5]\n", "CONNBENCH_POOL_MAX='2.5' is not a number"),
+        ("[load]\nparams = {work_ms = -1}\n", "must be a number >= 0"),
+        ("[load]\nparams = {sleep = 1}\n", "unknown key 'sleep'"),
+    ],
+)
+def test_sweep_typos_are_one_line_errors(tmp_path: Path, text: str, fragment: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text + "[profiles.smoke]\n")
+    with pytest.raises(ConnbenchError, match=fragment.replace("[", r"\[").replace(".", r"\.")):
+        parse_scenario(path, "smoke")
+
+
+# -- every target: the timing contract and the slow work -----------------------------------------------
+@pytest.mark.parametrize("target_id", list(TARGETS))
+def test_every_target_reports_acquire_and_query_times(target_id: str, dsn_for) -> None:
+    if target_id in SKIPPED:
+        pytest.skip(SKIPPED[target_id])
+    with start_target(target_id, dsn_for(target_id)) as t:
+        for hold in ("1", "0"):
+            for _ in range(3):  # edge-global-asyncpg fails every other request (a client from a gone loop)
+                asked = time.monotonic()
+                r = t.get(f"/db?work_ms=150&hold={hold}")
+                if r.status_code == 200:
+                    break
+            assert r.status_code == 200, r.text
+            assert time.monotonic() - asked >= 0.15, f"hold={hold}: the slow work was not done"
+        assert t.get("/db?work_ms=soon").status_code == 400
+        stats = t.stats()
+        for key in ("acquire_ms", "query_ms"):
+            hist = stats[key]
+            assert isinstance(hist, dict) and hist, (key, stats)
+            assert all(float(b) >= 0 and isinstance(n, int) and n > 0 for b, n in hist.items()), hist
+            assert 2 <= sum(hist.values()) <= stats["requests"], (key, hist, stats["requests"])
+
+
+# -- the scenarios on the embedded stack ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    out = tmp_path_factory.mktemp("pool") / "run"
+    proc = run_connbench("run", "--profile", "smoke", "--scenarios", "pool-size,slow-work", "--targets",
+                         SMOKE_TARGET, "--out", str(out), "--no-baseline", "--no-report", timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["valid"].all(), summary[["cell_id", "invalid_reason"]]
+    return summary
+
+
+def test_pool_size_smoke_queues_for_one_connection_not_for_many(smoke: pd.DataFrame) -> None:
+    s = smoke[smoke["scenario"] == "pool-size"].set_index("pool_max").sort_index()
+    assert len(s) >= 3 and s["cell_id"].str.contains(r"\.pool_max\d+\.r1$").all()
+    assert [json.loads(p)["pool_max"] for p in s["params"]] == list(s.index)
+    smallest, largest = s.iloc[0], s.iloc[-1]
+    assert smallest.name == 1 and smallest["conn_peak"] <= 1
+    assert smallest["acquire_p50_ms"] > smallest["query_p50_ms"]  # 64 users queue for one connection
+    assert largest["acquire_p50_ms"] < largest["query_p50_ms"]  # a connection for every user
+    assert (s["conn_wanted"] == s.index).all() and (s["conn_slots"] > 0).all()
+
+
+def test_slow_work_smoke_holding_the_connection_caps_throughput(smoke: pd.DataFrame) -> None:
+    s = smoke[smoke["scenario"] == "slow-work"]
+    by_hold = {json.loads(p)["hold"]: r for p, (_, r) in zip(s["params"], s.iterrows(), strict=True)}
+    hold, release = by_hold[1], by_hold[0]
+    assert hold["pool_max"] == release["pool_max"] == 10 and hold["users"] == 32
+    served = {h: r["rps"] * (1 - r["error_rate"]) for h, r in by_hold.items()}
+    # 10 connections each held 50 ms serve at most 200 requests/s
+    assert served[1] <= 200 * 1.25, served
+    timeouts = json.loads(hold["errors"]).get("PoolTimeout", 0)
+    assert timeouts > 0 or hold["acquire_p99_ms"] >= 40, (timeouts, hold["acquire_p99_ms"])
+    assert served[0] > 2 * served[1], served
+    assert release["error_rate"] == 0 and release["acquire_p99_ms"] < hold["acquire_p99_ms"]
