@@ -23,7 +23,7 @@ import pandas as pd
 
 from benchmarks.errors import ConnbenchError
 from benchmarks.runfolder import RESULTS_ROOT
-from benchmarks.summary import BASELINE_COLUMNS, SCHEMA_VERSION, SUMMARY_COLUMNS, TIMESERIES_COLUMNS
+from benchmarks.summary import BASELINE_COLUMNS, CAPACITY_COLUMNS, SCHEMA_VERSION, SUMMARY_COLUMNS, TIMESERIES_COLUMNS
 from benchmarks.summary import FAULT_COLUMNS as SCHEMA_FAULT_COLUMNS
 
 MAIN_SCENARIO = "steady"  # the load scenario the throughput/latency figures and the findings table use
@@ -465,6 +465,7 @@ def sentences(run: RunData) -> list[str]:
 
     out += _baseline_sentences(run, ok)
     out += _fault_sentences(run)
+    out += conn_cap_sentences(run) + pool_size_sentences(run) + slow_work_sentences(run)
 
     bad = invalid_cells(run)
     if len(bad):
@@ -509,7 +510,7 @@ def _fault_sentences(run: RunData) -> list[str]:
     out = []
     s = run.summary[run.summary["valid"]]
     for scenario, g in s.groupby("scenario", sort=False):
-        if scenario in (MAIN_SCENARIO, "spike"):
+        if scenario in (MAIN_SCENARIO, "spike") or scenario in SWEPT_SCENARIOS:
             continue
         parts_by_target = []
         for target, rows in g.groupby("target", sort=False):
@@ -557,3 +558,202 @@ FAULT_LABELS: dict[str, tuple[str, str]] = {
     "shutdown_logged": ("exit hook reached the database", ""),
     "release_s": ("connections released after", "s"),
 }
+
+
+# -- open model: arrival cells and the capacity search ---------------------------------------------------
+OPEN_SCENARIO = "arrival"
+CAPACITY_TEXT_COLUMNS = {"cell_id", "target", "strategy", "driver", "reason", "step_log"}
+NEAR_THROUGHPUT = 0.25  # a closed-loop cell "at the same throughput" is within this share of the open cell's
+
+
+def read_capacity(run_dir: Path) -> pd.DataFrame:
+    """capacity.csv (one row per target's search), empty when the run had no capacity scenario."""
+    path = Path(run_dir) / "capacity.csv"
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame(
+            {c: pd.Series(dtype=str if c in CAPACITY_TEXT_COLUMNS else float) for c in CAPACITY_COLUMNS}
+        )
+    df = pd.read_csv(path, dtype=str, keep_default_na=False).replace("", np.nan)
+    return _typed(df, CAPACITY_TEXT_COLUMNS)
+
+
+def open_load(run: RunData) -> pd.DataFrame:
+    """Per target and offered rate of the arrival scenario (valid cells, median over repeats): the achieved rate,
+    dropped and late requests, p50 and p99 from the due time; and beside it the closed-loop (steady) level of
+    the same target whose throughput is nearest the achieved rate, when one is within 25 % of it."""
+    s = run.summary
+    cells = s[(s["scenario"] == OPEN_SCENARIO) & s["valid"]]
+    cols = ["rps", "latency_p50_ms", "latency_p99_ms", "dropped", "late"]
+    if cells.empty:
+        return pd.DataFrame(columns=["target", "strategy", "driver", "offered_rps", *cols, "closed_users",
+                                     "closed_rps", "closed_p50_ms", "closed_p99_ms"])  # fmt: skip
+    out = cells.groupby(["target", "strategy", "driver", "offered_rps"])[cols].median().reset_index()
+    closed = aggregate(s[(s["scenario"] == MAIN_SCENARIO) & (s["load_model"] != "open")])
+    for i, row in out.iterrows():
+        mine = closed[closed["target"] == row["target"]]
+        if mine.empty or not row["rps"]:
+            continue
+        near = mine.loc[(mine["rps"] - row["rps"]).abs().idxmin()]
+        if abs(near["rps"] - row["rps"]) <= NEAR_THROUGHPUT * row["rps"]:
+            out.loc[i, ["closed_users", "closed_rps", "closed_p50_ms", "closed_p99_ms"]] = [
+                near["users"], near["rps"], near["latency_p50_ms"], near["latency_p99_ms"]]  # fmt: skip
+    return out.reindex(columns=[*out.columns[:9], "closed_users", "closed_rps", "closed_p50_ms", "closed_p99_ms"])
+
+
+def ms_text(v: float) -> str:
+    return "n/a" if v is None or pd.isna(v) else (f"{num(v / 1000)} s" if v >= 1000 else f"{num(v)} ms")
+
+
+def _capacity_text(g: pd.DataFrame) -> str:
+    """'50 req/s (asyncpg, failed at 100: p99 81 ms > 50 ms)' for one target's searches (median over repeats)."""
+    text = f"{num(g['sustainable_rps'].median())} req/s ({g['driver'].iloc[0]}"
+    if g["failed_at_rps"].notna().any():
+        text += f", failed at {num(g['failed_at_rps'].median())}: {g['reason'].iloc[0]}"
+    return text + ")"
+
+
+def _open_text(top: pd.Series) -> str:
+    text = (
+        f"offered {num(top['offered_rps'])} req/s, {top['target']} completed {num(top['rps'])} req/s with "
+        f"{num(top['dropped'])} dropped and {num(top['late'])} late, p99 {ms_text(top['latency_p99_ms'])} from the "
+        "due time"
+    )
+    if pd.notna(top.get("closed_rps")):
+        text += (
+            f", where a closed loop of {int(top['closed_users'])} users at {num(top['closed_rps'])} req/s reported "
+            f"p99 {ms_text(top['closed_p99_ms'])}"
+        )
+    return text
+
+
+def open_sentences(run: RunData) -> list[str]:
+    """One sentence per strategy from the open-model cells: what it serves within the SLO (capacity.csv), and
+    at its highest offered rate what it completed, dropped and how long requests waited from when they were due,
+    next to what a closed loop at about the same throughput reported."""
+    cap = read_capacity(run.dir)
+    arr = open_load(run)
+    out = []
+    for strategy in dict.fromkeys([*cap["strategy"], *arr["strategy"]]):
+        parts = []
+        mine = cap[cap["strategy"] == strategy]
+        if len(mine):
+            served = " and ".join(_capacity_text(g) for _, g in mine.groupby("target", sort=False))
+            parts.append(f"serves with p99 within {num(mine['slo_ms'].iloc[0])} ms of the due time {served}")
+        rows = arr[arr["strategy"] == strategy]
+        if len(rows):
+            parts.append(_open_text(rows.loc[rows["offered_rps"].idxmax()]))
+        out.append(f"{strategy}: " + "; ".join(parts) + ".")
+    return out
+
+
+# -- where the time goes; pool size and slow work (scenarios whose cells differ by a swept value) --------
+# Drawn by their own figures (named like the scenario), not as fault panels; the swept column of each.
+SWEPT_SCENARIOS = {"pool-size": "pool_max", "slow-work": "hold"}
+PLATEAU = 0.05  # throughput "stops growing" at the smallest pool within this share of the best
+
+
+def with_params(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary with one column per key of `params` (the cell's swept values and /db parameters)."""
+    params = [json.loads(p) if isinstance(p, str) and p.strip() else {} for p in summary["params"]]
+    extra = pd.DataFrame(params, index=summary.index)
+    return summary.join(extra[[c for c in extra.columns if c not in summary.columns]])
+
+
+def sweep_aggregate(run: RunData, scenario: str, metrics: list[str]) -> pd.DataFrame:
+    """aggregate() of one swept scenario, per value of its swept column (a column of the result)."""
+    key = SWEPT_SCENARIOS[scenario]
+    rows = with_params(run.summary[run.summary["scenario"] == scenario])
+    if rows.empty or key not in rows:
+        return pd.DataFrame(columns=["target", key, *metrics])
+    parts = [aggregate(g, metrics).assign(**{key: v}) for v, g in rows.groupby(key)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["target", key, *metrics])
+
+
+def time_split(run: RunData) -> pd.DataFrame:
+    """Per target at its highest valid level of the main scenario: p50 of the whole request, of getting a
+    connection and of the query (medians over repeats); the rest is HTTP, the event loop and the driver."""
+    main = run.summary[run.summary["scenario"] == MAIN_SCENARIO]
+    agg = aggregate(main, ["latency_p50_ms", "acquire_p50_ms", "query_p50_ms"])
+    if agg.empty:
+        return agg
+    top = agg.loc[agg.groupby("target")["users"].idxmax()]
+    return top.dropna(subset=["acquire_p50_ms", "query_p50_ms"]).reset_index(drop=True)
+
+
+def plateau(points: pd.DataFrame, x: str = "pool_max", y: str = "rps") -> pd.Series | None:
+    """The row of the smallest `x` whose `y` is within PLATEAU of the best `y` (where growth stops)."""
+    points = points.dropna(subset=[y]).sort_values(x)
+    if points.empty:
+        return None
+    best = points[y].max()
+    return points[points[y] >= (1 - PLATEAU) * best].iloc[0]
+
+
+def pool_size_sentences(run: RunData) -> list[str]:
+    agg = sweep_aggregate(run, "pool-size", ["rps", "latency_p99_ms", "acquire_p50_ms", "query_p50_ms"])
+    if agg.empty:
+        return []
+    cores = (run.manifest.get("machine") or {}).get("cores")
+    out = []
+    for target, g in agg.groupby("target", sort=False):
+        stop = plateau(g)
+        if stop is None:
+            continue
+        g = g.sort_values("pool_max")
+        first, best = g.iloc[0], g.loc[g["rps"].idxmax()]
+        text = (
+            f"pool-size, {target} at {int(first['users'])} users: throughput stops growing at pool_max "
+            f"{int(stop['pool_max'])} ({num(stop['rps'], 'req/s')}, within {PLATEAU:.0%} of the best, "
+            f"{num(best['rps'], 'req/s')} at {int(best['pool_max'])})"
+        )
+        if cores:
+            text += f"; cores × 2 = {2 * int(cores)}"
+        if pd.notna(first["acquire_p50_ms"]) and pd.notna(first["query_p50_ms"]):
+            text += (
+                f"; at pool_max {int(first['pool_max'])} a request waited {num(first['acquire_p50_ms'], 'ms')} "
+                f"(p50) for its connection and its query took {num(first['query_p50_ms'], 'ms')}"
+            )
+        out.append(text + ".")
+    return out
+
+
+def slow_work_sentences(run: RunData) -> list[str]:
+    agg = sweep_aggregate(run, "slow-work", ["rps", "error_rate", "latency_p99_ms", "acquire_p99_ms"])
+    if agg.empty:
+        return []
+    rows = with_params(run.summary[run.summary["scenario"] == "slow-work"])
+    work = rows["work_ms"].dropna().iloc[0] if "work_ms" in rows and rows["work_ms"].notna().any() else None
+    parts = []
+    for target, g in agg.groupby("target", sort=False):
+        said = []
+        for hold, name in ((1, "holding the connection"), (0, "after releasing it")):
+            r = g[g["hold"] == hold]
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            served = r["rps"] * (1 - (r["error_rate"] if pd.notna(r["error_rate"]) else 0))
+            failed = f"{r['error_rate']:.0%} failed: {errors_text(r['errors'])}" if r["error_rate"] else "none failed"
+            said.append(f"{name} {num(served, 'req/s')} served ({failed})")
+        if said:
+            parts.append(f"{target} " + ", ".join(said))
+    if not parts:
+        return []
+    what = f"{num(work)} ms of slow work per request" if work is not None else "slow work per request"
+    return [f"slow-work ({what}): " + "; ".join(parts) + "."]
+
+
+def conn_cap_sentences(run: RunData) -> list[str]:
+    """The arithmetic of replicas × pool against the cap, beside what PostgreSQL showed."""
+    rows = run.summary[(run.summary["scenario"] == "conn-cap") & run.summary["valid"]]
+    rows = rows.dropna(subset=["conn_wanted", "conn_slots"])
+    if rows.empty:
+        return []
+    parts = []
+    for target, g in rows.groupby("target", sort=False):
+        r = g.median(numeric_only=True)
+        verdict = "more than" if r["conn_wanted"] > r["conn_slots"] else "within"
+        parts.append(
+            f"{target} wants {num(r['conn_wanted'])} ({int(r['workers'])} workers × pool_max {num(r['pool_max'])}), "
+            f"{verdict} the {num(r['conn_slots'])} slots; PostgreSQL showed {num(r['conn_peak'])}"
+        )
+    return ["conn-cap: " + "; ".join(parts) + "."]

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from helpers import run_connbench, start_target
 
+from benchmarks import results as R
 from benchmarks.errors import ConnbenchError
 from benchmarks.pgbouncer import choose_targets
 from benchmarks.runner import Cell, plan
@@ -61,6 +62,12 @@ def test_sweep_makes_one_cell_per_value_with_its_settings() -> None:
     assert slow.target_env_for((("hold", 1),))["CONNBENCH_POOL_MAX"] == "10"
     steady = load_profile("smoke", ["steady"])[0]
     assert Cell(steady, "global-asyncpg", 8, 1).id == "steady.global-asyncpg.u8.r1"  # no sweep, no suffix
+
+
+def test_plateau_is_the_smallest_pool_within_five_percent_of_the_best() -> None:
+    points = pd.DataFrame({"pool_max": [1, 2, 4, 8, 16], "rps": [100, 180, 290, 300, 297]})
+    assert R.plateau(points)["pool_max"] == 4
+    assert R.plateau(points.iloc[:0]) is None
 
 
 @pytest.mark.parametrize(

@@ -56,8 +56,13 @@ def expected_figures(run: R.RunData) -> set[str]:
         names.add("errors")
     if len(run.baseline) and run.baseline["tps"].notna().any():
         names.add("baseline")
+    if main[["acquire_p50_ms", "query_p50_ms"]].notna().all(axis=1).any():
+        names.add("time-split")
     ts = run.timeseries[run.timeseries["cell_id"].isin(set(valid["cell_id"]))]
     for scenario, rows in valid.groupby("scenario"):
+        if scenario in R.SWEPT_SCENARIOS:  # their own figure, named like the scenario, without a timeline
+            names.add(scenario)
+            continue
         if scenario in (R.MAIN_SCENARIO, "spike"):
             continue
         if rows[R.FAULT_COLUMNS.get(scenario, R.GENERIC_FAULT_COLUMNS)].notna().any().any():
