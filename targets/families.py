@@ -1,0 +1,260 @@
+"""Target families: one folder under targets/ with a `family.toml` per runtime other than Python.
+
+A manifest says what the family needs on this machine (`requires`: executables on PATH), how to build it
+(`[build]`: commands run in the folder, once per change of the hash of its `inputs`; the result is cached
+under the folder's `build/`), how to start one target (`[serve] command`, exec'd in the folder with
+`{host}` and `{port}` filled in and CONNBENCH_* in the environment, so signals reach the target itself) and
+which strategies it has (`[strategies.<name>]`: the target id is `<family>-<name>`). The Python targets
+(targets/app.py, strategies.py) are the `python` family, built into this package; targets/strategies.py
+adds the manifest families' targets to the one registry, TARGETS.
+
+Building is lazy: the first command that needs a family (`connbench targets`, `run`, `up`, `serve`) builds
+it with a progress line; `connbench build` builds (or rebuilds) every family up front. A failed build is
+remembered for the same inputs, so the family is listed as not runnable with one line until the inputs
+change or `connbench build` retries.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+ROOT = Path(__file__).parent
+PYTHON = "python"
+MANIFEST = "family.toml"
+STAMP = ".connbench-build.json"
+TOP_KEYS = {"description", "runtime", "driver", "requires", "build", "serve", "strategies"}
+BUILD_KEYS = {"inputs", "env", "steps"}
+SERVE_KEYS = {"command", "workers"}
+STRATEGY_KEYS = {"summary", "session_per_request"}
+
+
+@dataclass(frozen=True)
+class FamilyTarget:
+    id: str
+    family: str
+    strategy: str  # the name in the manifest; the registry's strategy is the target id
+    driver: str
+    summary: str
+    session_per_request: bool
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    path: Path
+    description: str
+    runtime: str
+    driver: str
+    requires: tuple[str, ...]
+    inputs: tuple[str, ...]
+    build_env: dict[str, str]
+    steps: tuple[tuple[str, ...], ...]
+    command: tuple[str, ...]
+    workers: bool  # the command serves CONNBENCH_WORKERS processes itself
+    targets: tuple[FamilyTarget, ...]
+
+    @property
+    def build_dir(self) -> Path:
+        return self.path / "build"
+
+
+def _check_keys(where: str, table: dict[str, Any], allowed: set[str]) -> None:
+    for key in table:
+        if key not in allowed:
+            raise ValueError(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _strings(where: str, key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{where}: key {key!r} must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def load_family(path: Path) -> Family:
+    """The family of `path` (a folder with family.toml); a typo in the manifest names file and key."""
+    where = str(path / MANIFEST)
+    try:
+        data = tomllib.loads((path / MANIFEST).read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{where}: not valid TOML ({exc})") from None
+    _check_keys(where, data, TOP_KEYS)
+    build, serve = data.get("build", {}), data.get("serve", {})
+    _check_keys(f"{where} [build]", build, BUILD_KEYS)
+    _check_keys(f"{where} [serve]", serve, SERVE_KEYS)
+    if "command" not in serve:
+        raise ValueError(f"{where}: [serve] needs a command")
+    name, driver = path.name, str(data.get("driver", data.get("runtime", path.name)))
+    targets = []
+    for strategy, table in data.get("strategies", {}).items():
+        _check_keys(f"{where} [strategies.{strategy}]", table, STRATEGY_KEYS)
+        targets.append(
+            FamilyTarget(
+                f"{name}-{strategy}",
+                name,
+                strategy,
+                driver,
+                str(table.get("summary", "")),
+                bool(table.get("session_per_request", False)),
+            )
+        )
+    if not targets:
+        raise ValueError(f"{where}: no [strategies.<name>] table")
+    return Family(
+        name=name,
+        path=path,
+        description=str(data.get("description", "")),
+        runtime=str(data.get("runtime", name)),
+        driver=driver,
+        requires=_strings(where, "requires", data.get("requires", [])),
+        inputs=_strings(where, "inputs", build.get("inputs", [])),
+        build_env={k: str(v) for k, v in build.get("env", {}).items()},
+        steps=tuple(_strings(where, "steps", step) for step in build.get("steps", [])),
+        command=_strings(where, "command", serve["command"]),
+        workers=bool(serve.get("workers", False)),
+        targets=tuple(targets),
+    )
+
+
+def discover(root: Path = ROOT) -> dict[str, Family]:
+    """Every family folder under `root`, by name (folder order)."""
+    return {p.parent.name: load_family(p.parent) for p in sorted(root.glob(f"*/{MANIFEST}"))}
+
+
+FAMILIES: dict[str, Family] = discover()
+
+
+def family_targets() -> list[FamilyTarget]:
+    return [t for f in FAMILIES.values() for t in f.targets]
+
+
+def target(target_id: str) -> FamilyTarget:
+    return next(t for t in family_targets() if t.id == target_id)
+
+
+# -- building ------------------------------------------------------------------------------------------
+def build_key(family: Family) -> str:
+    """A hash of everything a build reads from the repository: the inputs' contents and the steps."""
+    h = hashlib.sha256(json.dumps([family.steps, family.build_env]).encode())
+    for name in family.inputs:
+        h.update(name.encode() + b"\0")
+        try:
+            h.update((family.path / name).read_bytes())
+        except OSError:
+            h.update(b"(missing)")
+    return h.hexdigest()
+
+
+def _read_stamp(family: Family) -> dict[str, Any]:
+    try:
+        return json.loads((family.build_dir / STAMP).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+@contextmanager
+def _locked(family: Family) -> Iterator[None]:
+    """One build of a family at a time across processes (tests, runs and `connbench build` may overlap)."""
+    family.build_dir.mkdir(parents=True, exist_ok=True)
+    with open(family.build_dir / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def missing_tool(family: Family) -> str | None:
+    for tool in family.requires:
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (the {family.name} family needs {', '.join(family.requires)})"
+    return None
+
+
+def build(family: Family, force: bool = False) -> str | None:
+    """Build `family` unless its cached build matches the inputs; returns why it cannot run, or None."""
+    missing = missing_tool(family)
+    if missing:
+        return missing
+    key = build_key(family)
+    stamp = _read_stamp(family)
+    if stamp.get("key") == key and not force:
+        return stamp.get("error")
+    with _locked(family):
+        stamp = _read_stamp(family)  # another process may have built it while we waited
+        if stamp.get("key") == key and not force:
+            return stamp.get("error")
+        error = _run_steps(family)
+        (family.build_dir / STAMP).write_text(json.dumps({"key": key, "error": error, "built_at": time.time()}))
+    return error
+
+
+def _run_steps(family: Family) -> str | None:
+    log = family.build_dir / "build.log"
+    names = ", ".join(" ".join([Path(step[0]).name, *step[1:2]]) for step in family.steps)
+    print(f"connbench: building the {family.name} family ({names}) ...", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    env = {**os.environ, **family.build_env}
+    with open(log, "w") as fh:
+        for step in family.steps:
+            fh.write(f"$ {' '.join(step)}\n")
+            fh.flush()
+            try:
+                proc = subprocess.run(step, cwd=family.path, env=env, stdout=fh, stderr=subprocess.STDOUT)
+            except OSError as exc:
+                return f"build failed: {step[0]}: {exc.strerror}"
+            if proc.returncode != 0:
+                rel = log.relative_to(ROOT.parent) if log.is_relative_to(ROOT.parent) else log
+                print(f"connbench: building the {family.name} family failed; see {rel}", file=sys.stderr, flush=True)
+                return f"build failed at `{' '.join(step[:2])}` (exit {proc.returncode}; log: {rel})"
+    print(f"connbench: built the {family.name} family in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    return None
+
+
+def missing_reason(family_name: str) -> str | None:
+    """Why the targets of a family cannot run here (building it first if needed), or None when they can.
+
+    Families without a manifest (python; the user's own services) have nothing to build."""
+    family = FAMILIES.get(family_name)
+    return build(family) if family is not None else None
+
+
+# -- serving -------------------------------------------------------------------------------------------
+def serve(target: FamilyTarget, dsn: str, host: str, port: int, workers: int) -> NoReturn:
+    """Replace this process with the family's serve command for one target (so its pid and signals are it).
+
+    Raises ValueError (the reason, one line) when the family cannot run here.
+    """
+    family = FAMILIES[target.family]
+    if workers > 1 and not family.workers:
+        raise ValueError(f"the {family.name} family serves one process per target (--workers {workers})")
+    reason = build(family)
+    if reason:
+        raise ValueError(f"{target.id} cannot run here: {reason}")
+    env = {
+        **os.environ,
+        "CONNBENCH_TARGET": target.id,
+        "CONNBENCH_DSN": dsn,
+        "CONNBENCH_HOST": host,
+        "CONNBENCH_PORT": str(port),
+        "CONNBENCH_WORKERS": str(workers),
+        "CONNBENCH_PID": str(os.getpid()),  # the exec'd process keeps it
+        "CONNBENCH_STARTED_AT": repr(time.time()),
+    }
+    argv = [part.format(host=host, port=port) for part in family.command]
+    os.chdir(family.path)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(argv[0], argv, env)

@@ -1,0 +1,123 @@
+// The runtime-neutral half of the HTTP contract (DESIGN.md), shared by the prisma (Node) and worker
+// (workerd) families: settings, counters, histograms, error bodies. No Node or Workers API in here.
+
+export const WORLD_ROWS = 10_000;
+
+// The settings of targets/strategies.py SETTINGS: same environment names, same defaults.
+const SETTINGS = {
+  pool_min: ["CONNBENCH_POOL_MIN", 10],
+  pool_max: ["CONNBENCH_POOL_MAX", 10],
+  pool_timeout: ["CONNBENCH_POOL_TIMEOUT", 5.0],
+  connect_timeout: ["CONNBENCH_CONNECT_TIMEOUT", 5.0],
+  request_timeout: ["CONNBENCH_REQUEST_TIMEOUT", 10.0],
+  shutdown_timeout: ["CONNBENCH_SHUTDOWN_TIMEOUT", 10.0],
+} as const;
+
+export type Settings = { [K in keyof typeof SETTINGS]: number };
+
+export function readSettings(env: Record<string, string | undefined>): Settings {
+  const out = {} as Settings;
+  for (const [name, [key, fallback]] of Object.entries(SETTINGS)) {
+    const raw = env[key];
+    const value = raw === undefined || raw === null || raw === "" ? fallback : Number(raw);
+    if (!Number.isFinite(value)) throw new Error(`${key}=${JSON.stringify(raw)} is not a number`);
+    out[name as keyof Settings] = name.startsWith("pool_m") ? Math.trunc(value) : value;
+  }
+  return out;
+}
+
+// targets/timing.py fine_bucket and its keys: 0.1 ms below 10 ms ("0.4", "3"), 1 ms below 100, 10 ms
+// below 1000, then 100 ms.
+export function fineBucket(ms: number): string {
+  if (ms < 10) return String(Math.round(ms * 10) / 10);
+  if (ms < 100) return String(Math.round(ms));
+  if (ms < 1000) return String(Math.round(ms / 10) * 10);
+  return String(Math.round(ms / 100) * 100);
+}
+
+export class Stats {
+  startedAt = Date.now() / 1000;
+  readyAt: number | null = null;
+  requests = 0;
+  connectionsOpened = 0;
+  readonly errors: Record<string, number> = {};
+  readonly acquireMs: Record<string, number> = {};
+  readonly queryMs: Record<string, number> = {};
+
+  error(kind: string): void {
+    this.errors[kind] = (this.errors[kind] ?? 0) + 1;
+  }
+
+  record(hist: Record<string, number>, ms: number): void {
+    const key = fineBucket(ms);
+    hist[key] = (hist[key] ?? 0) + 1;
+  }
+}
+
+const SQLSTATE = /^[0-9A-Z]{5}$/;
+
+// PostgreSQL's SQLSTATE wherever the error chain carries it: pg's `code`, Prisma's driver-adapter
+// `meta.driverAdapterError.cause.originalCode`, or a `cause` further down.
+export function sqlstateOf(err: unknown, depth = 0): string | null {
+  if (err === null || typeof err !== "object" || depth > 6) return null;
+  const e = err as Record<string, any>;
+  for (const candidate of [e.code, e.originalCode, e.sqlState]) {
+    if (typeof candidate === "string" && SQLSTATE.test(candidate) && !candidate.startsWith("P")) return candidate;
+  }
+  for (const next of [e.meta?.driverAdapterError?.cause, e.cause, e.meta?.driverAdapterError]) {
+    const found = sqlstateOf(next, depth + 1);
+    if (found) return found;
+  }
+  return null;
+}
+
+export class TimeoutError extends Error {
+  constructor(what: string, seconds: number) {
+    super(`${what} took longer than ${seconds} s`);
+    this.name = "TimeoutError";
+  }
+}
+
+export function errorBody(err: unknown): { error: string; sqlstate: string | null; detail: string } {
+  const e = err as { constructor?: { name?: string }; name?: string; message?: string };
+  const kind = (err instanceof Error && err.constructor?.name) || e?.name || typeof err;
+  const text = String(e?.message ?? err).trim();
+  // Prisma puts "Invalid `prisma.x()` invocation:" first and what went wrong last.
+  const line = text.split("\n").filter((l) => l.trim() !== "").pop() ?? kind;
+  return { error: kind === "Error" && e?.name ? e.name : kind, sqlstate: sqlstateOf(err), detail: line.slice(0, 300) };
+}
+
+export function withTimeout<T>(promise: Promise<T>, seconds: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new TimeoutError(what, seconds)), seconds * 1000);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+export function randomWorldId(): number {
+  return 1 + Math.floor(Math.random() * WORLD_ROWS);
+}
+
+// `GET /db?work_ms=N&hold=1` (targets/app.py DB_PARAMS): N ms of non-database work, with the connection
+// held (hold=1) or after it was released (hold=0, the default). A bad value throws BadRequest (400).
+export class BadRequest extends Error {
+  name = "BadRequest";
+}
+
+export function slowWork(url: URL): { workMs: number; hold: boolean } {
+  const raw = url.searchParams.get("work_ms") || "0";
+  const workMs = Number(raw);
+  const hold = url.searchParams.get("hold") || "0";
+  if (!Number.isFinite(workMs) || workMs < 0 || workMs > 60_000 || !["0", "1"].includes(hold)) {
+    throw new BadRequest("work_ms must be between 0 and 60000 and hold 0 or 1");
+  }
+  return { workMs, hold: hold === "1" };
+}
+
+export function badRequestBody(err: BadRequest): { error: string; sqlstate: null; detail: string } {
+  return { error: "BadRequest", sqlstate: null, detail: err.message };
+}
+
