@@ -7,18 +7,20 @@ installed it also measures the HTTP ceiling of pool-eager-asyncpg /db, for compa
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.postgres import EmbeddedPostgres, find_bindir
+from benchmarks.postgres import EmbeddedPostgres, find_bindir, libpq_env
 from benchmarks.procs import free_port, stop_process
+from benchmarks.summary import BASELINE_COLUMNS
 
-BASELINE_COLUMNS = ["tool", "mode", "clients", "duration_s", "tps", "latency_mean_ms", "connect_ms", "note"]
 WORLD_SCRIPT = "\\set id random(1, 10000)\nSELECT id, randomnumber FROM world WHERE id = :id;\n"
 WRK_TARGET = "pool-eager-asyncpg"
 
@@ -47,55 +49,99 @@ def parse_wrk(text: str) -> dict[str, float | None]:
     }
 
 
-def pgbench_rows(pg: EmbeddedPostgres, clients: int, seconds: int) -> list[dict[str, Any]]:
+def pgbench_rows(
+    dsn: str, clients: int, seconds: int, path: dict[str, Any], throughput: bool = True
+) -> list[dict[str, Any]]:
+    """pooled and connect-per-transaction throughput with `clients` (when `throughput`), and `connect`: one
+    client, a new connection per transaction, whose connect time has no other connection's CPU in it."""
     pgbench = find_bindir() / "pgbench"
+    env = {**os.environ, **libpq_env(dsn)}  # the password stays out of the process list
     rows = []
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as fh:
         fh.write(WORLD_SCRIPT)
         script = fh.name
+    runs = [("pooled", clients, ["-T", str(seconds)]), ("connect-per-transaction", clients, ["-T", str(seconds), "-C"])]
+    connects = 20 if path["rtt_ms"] <= 10 else 10
+    runs = (runs if throughput else []) + [("connect", 1, ["-t", str(connects), "-C"])]
     try:
-        for mode, extra in (("pooled", []), ("connect-per-transaction", ["-C"])):
-            cmd = [str(pgbench), "-n", "-f", script, "-c", str(clients), "-j", str(min(clients, 2)),
-                   "-T", str(seconds), *extra, pg.dsn]  # fmt: skip
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+        for mode, n, extra in runs:
+            cmd = [str(pgbench), "-n", "-f", script, "-c", str(n), "-j", str(min(n, 2)), *extra]
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, env=env)
             figures = parse_pgbench(out.stdout)
             note = "" if out.returncode == 0 else (out.stderr.strip().splitlines() or ["pgbench failed"])[-1]
-            rows.append({"tool": "pgbench", "mode": mode, "clients": clients, "duration_s": seconds, **figures,
+            duration = seconds if "-T" in extra else None
+            rows.append({"tool": "pgbench", "mode": mode, **path, "clients": n, "duration_s": duration, **figures,
                          "note": note})  # fmt: skip
     finally:
         Path(script).unlink(missing_ok=True)
     return rows
 
 
-def wrk_rows(pg: EmbeddedPostgres, clients: int, seconds: int) -> list[dict[str, Any]]:
+def add_round_trips(rows: list[dict[str, Any]]) -> None:
+    """Round trips per new connection: the slope of the `connect` rows' connect time against RTT, per TLS mode
+    (needs two RTTs or more); every `connect` row of that mode gets it."""
+    import statistics
+
+    for tls in {r["tls"] for r in rows if r["mode"] == "connect"}:
+        group = [r for r in rows if r["mode"] == "connect" and r["tls"] == tls and r.get("connect_ms") is not None]
+        if len({r["rtt_ms"] for r in group}) < 2:
+            continue
+        fit = statistics.linear_regression([float(r["rtt_ms"]) for r in group], [r["connect_ms"] for r in group])
+        for r in group:
+            r["round_trips"] = round(fit.slope, 2)
+
+
+def wrk_rows(pg: EmbeddedPostgres, clients: int, seconds: int, path: dict[str, Any]) -> list[dict[str, Any]]:
     from benchmarks.runner import start_target, wait_ready
 
     wrk = shutil.which("wrk")
     if wrk is None:
-        return [{"tool": "wrk", "mode": WRK_TARGET, "clients": clients, "note": "wrk is not installed"}]
+        return [{"tool": "wrk", "mode": WRK_TARGET, **path, "clients": clients, "note": "wrk is not installed"}]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="connbench-wrk-") as tmp:
         proc = start_target(WRK_TARGET, pg.dsn, port, 1, {}, Path(tmp) / "target.log")
         try:
             if wait_ready(url, proc) is None:
-                return [{"tool": "wrk", "mode": WRK_TARGET, "clients": clients, "note": "target failed to start"}]
+                return [{"tool": "wrk", "mode": WRK_TARGET, **path, "clients": clients,
+                         "note": "target failed to start"}]  # fmt: skip
             cmd = [wrk, "-t", "1", "-c", str(clients), "-d", f"{seconds}s", f"{url}/db"]
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
         finally:
             stop_process(proc, signal.SIGTERM, 20)
-    return [{"tool": "wrk", "mode": WRK_TARGET, "clients": clients, "duration_s": seconds, **parse_wrk(out.stdout),
+    return [{"tool": "wrk", "mode": WRK_TARGET, **path, "clients": clients, "duration_s": seconds,
+             **parse_wrk(out.stdout),
              "note": "" if out.returncode == 0 else out.stderr.strip()[:200]}]  # fmt: skip
 
 
-def run_baseline(out_csv: Path | None, clients: int = 8, seconds: int = 5, pg: EmbeddedPostgres | None = None) -> list:
-    """Run pgbench (and wrk) on a fresh embedded PostgreSQL unless one is given; write baseline.csv."""
-    from benchmarks.runner import write_csv_atomic
+def run_baseline(
+    out_csv: Path | None,
+    clients: int = 8,
+    seconds: int = 5,
+    rtts: Sequence[float] = (0,),
+    tls: Sequence[bool] = (False,),
+    db: Any = None,
+) -> list:
+    """Run pgbench (and wrk) on fresh embedded PostgreSQL servers, one per TLS mode, across each RTT; write
+    baseline.csv. Throughput rows at the smallest RTT only; connect rows at every RTT. `db`: an existing
+    database (--dsn, benchmarks/external.py) instead, as it is (no RTT, no TLS of connbench's)."""
+    from benchmarks.network import Network
+    from benchmarks.runfolder import write_csv_atomic
 
-    if pg is None:
-        with EmbeddedPostgres() as own:
-            return run_baseline(out_csv, clients, seconds, own)
-    rows = pgbench_rows(pg, clients, seconds) + wrk_rows(pg, clients, seconds)
+    rows = []
+    if db is not None:
+        path = {"rtt_ms": 0, "tls": False, "pooler": ""}
+        rows += pgbench_rows(db.dsn, clients, seconds, path, throughput=True) + wrk_rows(db, clients, seconds, path)
+        tls = ()
+    for tls_on in tls:
+        with EmbeddedPostgres(tls=tls_on) as pg:
+            for rtt in rtts:
+                path = {"rtt_ms": rtt, "tls": tls_on, "pooler": ""}
+                with Network(pg, rtt) as net:
+                    rows += pgbench_rows(net.dsn(), clients, seconds, path, throughput=rtt == min(rtts))
+            if tls_on == tls[0]:
+                rows += wrk_rows(pg, clients, seconds, {"rtt_ms": 0, "tls": tls_on, "pooler": ""})
+    add_round_trips(rows)
     if out_csv is not None:
         write_csv_atomic(out_csv, BASELINE_COLUMNS, rows)
     return rows

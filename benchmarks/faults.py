@@ -30,12 +30,13 @@ from typing import Any
 import psycopg
 
 from benchmarks import summary as S
-from benchmarks.pgbouncer import PgBouncer
-from benchmarks.postgres import DB_NAME, EmbeddedPostgres
+from benchmarks.network import DEFAULT_POOLER, Network
+from benchmarks.postgres import EmbeddedPostgres
 from benchmarks.procs import free_port, log_tail, stop_process
 from benchmarks.runner import Cell, CellRun, get_stats, start_target, wait_ready
 from benchmarks.sampler import Sampler, open_monitor, poll_connections, summarize_usage
 from targets.strategies import get_target
+from targets.yours import is_user_target
 
 TICK = 0.1  # seconds per bin of the locustfile's outcome counts
 # Failures that only say the target no longer listens (after SIGTERM/SIGKILL): not requests it had accepted.
@@ -158,15 +159,19 @@ def action_metrics(
 
 
 # -- shutdown ------------------------------------------------------------------------------------------
-def shutdown_logged(pg: EmbeddedPostgres, target_id: str, since: float) -> bool | None:
-    """Did the exit hook write its shutdown_log row (at or after `since`, epoch)? None when it cannot be read."""
+def shutdown_logged(pg: EmbeddedPostgres, target_id: str | None, since: float) -> bool | None:
+    """Did the exit hook write its shutdown_log row (at or after `since`, epoch)? None when it cannot be read.
+
+    `target_id` None: any row (a user's service names its rows as it likes; a cell runs one target at a time).
+    """
     try:
         with psycopg.connect(
-            pg.superuser_dsn(DB_NAME), autocommit=True, connect_timeout=5, application_name="connbench:harness"
+            pg.superuser_dsn(pg.dbname), autocommit=True, connect_timeout=5, application_name="connbench:harness"
         ) as conn:
             row = conn.execute(
-                "SELECT count(*) FROM shutdown_log WHERE target = %s AND logged_at >= to_timestamp(%s)",
-                (target_id, since - 0.5),
+                "SELECT count(*) FROM shutdown_log WHERE (%s::text IS NULL OR target = %s)"
+                " AND logged_at >= to_timestamp(%s)",
+                (target_id, target_id, since - 0.5),
             ).fetchone()
     except psycopg.Error:
         return None
@@ -196,7 +201,7 @@ def release_seconds(
     deadline = time.monotonic() + RELEASE_WAIT_S
     with contextlib.suppress(psycopg.Error), contextlib.closing(open_monitor(pg.admin_dsn)) as mon:
         while time.monotonic() < deadline:
-            if not poll_connections(mon).get(app, {}).get("total", 0):
+            if not poll_connections(mon, pg.dbname).get(app, {}).get("total", 0):
                 return round(time.time() - signalled, 3)
             time.sleep(0.05)
     return None
@@ -215,8 +220,9 @@ def shutdown_metrics(
     target = get_target(target_id)
     sdicts = [{"t": s.t, "connections": s.connections, "db_up": s.db_up} for s in samples]
     # PgBouncer keeps its server connections (they carry the last client's application_name): not the target's.
-    release = release_seconds(pg, f"connbench:{target.id}", signalled, sdicts, wait=not target.via_pgbouncer)
-    return {"shutdown_logged": shutdown_logged(pg, target.id, signalled), "release_s": release}
+    release = release_seconds(pg, target.conn_key, signalled, sdicts, wait=not target.via_pgbouncer)
+    logged = shutdown_logged(pg, None if is_user_target(target) else target.id, signalled)
+    return {"shutdown_logged": logged, "release_s": release}
 
 
 # -- cold start ----------------------------------------------------------------------------------------
@@ -337,9 +343,7 @@ def _cold_start_timeseries(
     return S.per_second(history, sdicts, app, launch, events)
 
 
-def run_cold_start_cell(
-    cell: Cell, pg: EmbeddedPostgres, bouncer: PgBouncer | None, raw: Path, live: CellRun
-) -> dict[str, Any]:
+def run_cold_start_cell(cell: Cell, pg: EmbeddedPostgres, net: Network, raw: Path, live: CellRun) -> dict[str, Any]:
     """Start the target from nothing, wait for /ready, then send its first requests at once."""
     sc, target = cell.scenario, get_target(cell.target)
     raw.mkdir(parents=True, exist_ok=True)
@@ -347,14 +351,14 @@ def run_cold_start_cell(
     concurrency = cell.users
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    dsn = bouncer.dsn if (target.via_pgbouncer and bouncer) else pg.dsn
-    app = f"connbench:{target.id}"
+    dsn = net.dsn(target.id, cell.pooler or DEFAULT_POOLER)
+    app = target.conn_key
     row: dict[str, Any] = {
         "cell_id": cell.id, "scenario": sc.name, "target": target.id, "strategy": target.strategy,
         "driver": target.driver, "users": cell.users, "repeat": cell.repeat, "workers": sc.workers,
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "valid": True, "invalid_reason": "",
     }  # fmt: skip
-    sampler = Sampler(pg.admin_dsn)
+    sampler = Sampler(pg.admin_dsn, dbname=pg.dbname)
     live.sampler = sampler
     sampler.start()
     launch = time.time()
@@ -362,7 +366,7 @@ def run_cold_start_cell(
     live.procs.append(proc)
     sampler.watch("target", proc.pid)
     events: list[tuple[float, str]] = [(launch, "launch")]
-    ready = wait_ready(url, proc)
+    ready = wait_ready(url, proc, path=target.ready_path)
     if ready is None:
         sampler.stop()
         live.sampler = None

@@ -2,6 +2,10 @@
 
 Debian 12 ships PgBouncer 1.18, which cannot carry server-side prepared statements in transaction mode; the
 drivers therefore run in "pooler" mode for the pgbouncer targets (see targets/drivers.py).
+
+PgBouncer authenticates its clients with scram-sha-256 against the cluster's `connbench` password (kept in
+plain text in its auth file, so that it can log in to PostgreSQL with scram too) and, when the cluster has
+TLS, requires TLS from its clients and uses it towards PostgreSQL, with the cluster's certificate.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 from benchmarks.errors import ConnbenchError
-from benchmarks.postgres import DB_NAME, DB_USER
+from benchmarks.postgres import DB_NAME, DB_USER, EmbeddedPostgres
 from benchmarks.procs import (
     Managed,
     check_port_free,
@@ -20,10 +24,11 @@ from benchmarks.procs import (
     free_port,
     log_tail,
     make_service_dir,
-    service_user,
+    service_ids,
     stop_process,
     wait_port,
 )
+from targets.families import missing_reason as family_missing_reason
 from targets.strategies import TARGETS, get_target
 
 DEFAULT_POOL_SIZE = 10
@@ -45,11 +50,15 @@ def missing_reason() -> str | None:
 def choose_targets(names: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
     """The requested target ids (default: all, registry order) that can run here, and the others with why.
 
-    Only the pgbouncer strategy depends on this machine (the PgBouncer binary).
+    The pgbouncer strategy depends on this machine (the PgBouncer binary), the other families on their
+    runtime and build (targets/families.py builds a family here on first use).
     """
     wanted = [get_target(n).id for n in names] if names else list(TARGETS)
     reason = missing_reason()
     skipped = {t: reason for t in wanted if TARGETS[t].via_pgbouncer and reason}
+    for family in dict.fromkeys(TARGETS[t].family for t in wanted):
+        why = family_missing_reason(family)
+        skipped.update({t: why for t in wanted if TARGETS[t].family == family and why})
     return [t for t in wanted if t not in skipped], skipped
 
 
@@ -64,7 +73,14 @@ def pgbouncer_version() -> str | None:
 class PgBouncer(Managed):
     """One PgBouncer process; a context manager that always stops it and removes its directory."""
 
-    def __init__(self, pg_port: int, port: int | None = None, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+    def __init__(
+        self,
+        pg: EmbeddedPostgres,
+        port: int | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        upstream_port: int | None = None,
+    ) -> None:
+        """`upstream_port`: where PgBouncer reaches PostgreSQL when not directly (a relay across a distance)."""
         binary = find_pgbouncer()
         if binary is None:
             raise ConnbenchError(missing_reason() or "")
@@ -72,18 +88,30 @@ class PgBouncer(Managed):
         if port is not None:
             check_port_free(port, "PgBouncer")
         self.port = port or free_port()
-        self.pg_port = pg_port
+        self.pg = pg
+        self.pg_port = upstream_port or pg.port
         self.pool_size = pool_size
         self.dir: Path | None = None
         self.proc: subprocess.Popen | None = None
 
     @property
     def dsn(self) -> str:
-        return f"postgresql://{DB_USER}@127.0.0.1:{self.port}/{DB_NAME}"
+        return self.pg.dsn_at(self.port)
+
+    def _tls_settings(self) -> str:
+        if not self.pg.tls:
+            return ""
+        cert, key = self.pg.tls_files
+        return (
+            f"client_tls_sslmode = require\nclient_tls_cert_file = {cert}\nclient_tls_key_file = {key}\n"
+            "server_tls_sslmode = require\n"
+        )
 
     def start(self) -> None:
         self.dir = make_service_dir("connbench-pgb-")
-        (self.dir / "userlist.txt").write_text(f'"{DB_USER}" ""\n')
+        userlist = self.dir / "userlist.txt"
+        userlist.touch(mode=0o600)
+        userlist.write_text(f'"{DB_USER}" "{self.pg.password}"\n')
         ini = self.dir / "pgbouncer.ini"
         ini.write_text(
             f"""[databases]
@@ -93,7 +121,7 @@ class PgBouncer(Managed):
 listen_addr = 127.0.0.1
 listen_port = {self.port}
 unix_socket_dir =
-auth_type = trust
+auth_type = scram-sha-256
 auth_file = {self.dir / "userlist.txt"}
 pool_mode = transaction
 default_pool_size = {self.pool_size}
@@ -101,19 +129,19 @@ max_client_conn = 2000
 ignore_startup_parameters = extra_float_digits,statement_timeout
 logfile = {self.dir / "pgbouncer.log"}
 pidfile = {self.dir / "pgbouncer.pid"}
-"""
+{self._tls_settings()}"""
         )
+        ids = service_ids()
         for f in self.dir.iterdir():
-            user = service_user()
-            if user:
-                shutil.chown(f, user=user)
+            if ids:
+                shutil.chown(f, user=ids["user"], group=ids["group"])
         self.proc = subprocess.Popen(
             [self.binary, str(ini)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
-            user=service_user(),
             start_new_session=True,
             preexec_fn=die_with_parent(signal.SIGINT),
+            **service_ids(),
         )
         if not wait_port(self.port, 15, self.proc):
             raise ConnbenchError(f"PgBouncer failed to start; log:\n{log_tail(self.dir / 'pgbouncer.log')}")

@@ -4,6 +4,10 @@ The suite starts its own server so that every run sees the same settings and so 
 restart it or lower `max_connections`. Targets connect as the non-superuser role `connbench` to the database
 `connbench`; the harness connects as `postgres` to the database `postgres`, so superuser-reserved slots keep
 the sampler working at the connection cap and `pg_stat_database.sessions` of `connbench` counts only targets.
+
+Closed by default, as a production server: every connection, TCP or Unix socket, authenticates with
+scram-sha-256 and a password generated for this cluster (one for `connbench`, another for `postgres`), which
+only the DSNs carry. With `tls=True` the server also speaks TLS with a throw-away self-signed certificate.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -27,7 +32,7 @@ from benchmarks.procs import (
     free_port,
     log_tail,
     make_service_dir,
-    service_user,
+    service_ids,
     stop_process,
 )
 
@@ -42,8 +47,30 @@ BASE_SETTINGS = {
     "full_page_writes": "off",
     "shared_buffers": "128MB",
     "log_min_messages": "warning",
+    "password_encryption": "scram-sha-256",
 }
 STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
+
+
+def make_dsn(user: str, password: str, port: int, dbname: str, sslmode: str = "disable") -> str:
+    """A URL DSN on loopback. The passwords are hex, so they need no quoting."""
+    return f"postgresql://{user}:{password}@127.0.0.1:{port}/{dbname}?sslmode={sslmode}"
+
+
+def libpq_env(dsn: str) -> dict[str, str]:
+    """The DSN as libpq's PG* variables, for a libpq tool run without the password on its command line."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    names = {"host": "PGHOST", "port": "PGPORT", "dbname": "PGDATABASE", "user": "PGUSER",
+             "password": "PGPASSWORD", "sslmode": "PGSSLMODE"}  # fmt: skip
+    return {names[k]: str(v) for k, v in conninfo_to_dict(dsn).items() if k in names}
+
+
+def redact(dsn: str) -> str:
+    """The DSN without its password, for logs and error messages."""
+    import re
+
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", dsn)
 
 
 def find_bindir() -> Path:
@@ -85,13 +112,21 @@ def server_version(bindir: Path | None = None) -> str:
 class EmbeddedPostgres(Managed):
     """One PostgreSQL cluster in a temporary directory; a context manager that always cleans up."""
 
+    dbname = DB_NAME  # the database the targets use (benchmarks/external.py: the --dsn's)
+
     def __init__(
         self,
         port: int | None = None,
         max_connections: int = 100,
         settings: dict[str, str] | None = None,
+        tls: bool = False,
     ) -> None:
         self.bindir = find_bindir()
+        self.tls = tls
+        if tls and shutil.which("openssl") is None:
+            raise ConnbenchError("--tls needs the openssl command to make a certificate (apt-get install openssl)")
+        self.password = secrets.token_hex(16)  # the targets' role
+        self.admin_password = secrets.token_hex(16)  # the superuser
         if port is not None:
             check_port_free(port, "PostgreSQL")
         self.port = port or free_port()
@@ -101,9 +136,18 @@ class EmbeddedPostgres(Managed):
 
     # -- addresses -------------------------------------------------------------------------------------
     @property
+    def sslmode(self) -> str:
+        """What the targets' DSNs ask for: `require` with TLS, else `disable` (no wasted SSLRequest round trip)."""
+        return "require" if self.tls else "disable"
+
+    @property
     def dsn(self) -> str:
         """What targets use: the `connbench` role on the `connbench` database."""
-        return f"postgresql://{DB_USER}@127.0.0.1:{self.port}/{DB_NAME}"
+        return self.dsn_at(self.port)
+
+    def dsn_at(self, port: int) -> str:
+        """The targets' DSN with another port: a PgBouncer's or a relay's in front of this server."""
+        return make_dsn(DB_USER, self.password, port, DB_NAME, self.sslmode)
 
     @property
     def admin_dsn(self) -> str:
@@ -111,7 +155,13 @@ class EmbeddedPostgres(Managed):
         return self.superuser_dsn("postgres")
 
     def superuser_dsn(self, dbname: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+        return make_dsn("postgres", self.admin_password, self.port, dbname)
+
+    @property
+    def tls_files(self) -> tuple[Path, Path]:
+        """The certificate and its key (PgBouncer serves the same pair)."""
+        assert self.dir is not None
+        return self.dir / "server.crt", self.dir / "server.key"
 
     @property
     def log_path(self) -> Path:
@@ -120,19 +170,28 @@ class EmbeddedPostgres(Managed):
 
     # -- lifecycle -------------------------------------------------------------------------------------
     def _run(self, args: list[str]) -> subprocess.CompletedProcess:
-        return subprocess.run(args, capture_output=True, text=True, user=service_user(), cwd=self.dir)
+        return subprocess.run(args, capture_output=True, text=True, cwd=self.dir, **service_ids())
 
     def start(self) -> None:
         """initdb (first time only), launch the server, wait until it answers, seed (first time only)."""
         first = self.dir is None
         if first:
             self.dir = make_service_dir("connbench-pg-")
+            pwfile = self.dir / "pwfile"
+            pwfile.touch(mode=0o600)
+            pwfile.write_text(self.admin_password + "\n")
+            if service_ids():
+                shutil.chown(pwfile, user=service_ids()["user"], group=service_ids()["group"])
             out = self._run(
-                [str(self.bindir / "initdb"), "-D", str(self.dir / "data"), "-U", "postgres", "--auth=trust",
+                [str(self.bindir / "initdb"), "-D", str(self.dir / "data"), "-U", "postgres",
+                 "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", f"--pwfile={pwfile}",
                  "--encoding=UTF8", "--locale=C", "--no-sync"]
             )  # fmt: skip
+            pwfile.unlink()
             if out.returncode != 0:
                 raise ConnbenchError(f"initdb failed: {(out.stderr or out.stdout).strip().splitlines()[-1]}")
+            if self.tls:
+                self._make_certificate()
         self._launch()
         if first:
             self._seed()
@@ -141,7 +200,11 @@ class EmbeddedPostgres(Managed):
         assert self.dir is not None
         args = [str(self.bindir / "postgres"), "-D", str(self.dir / "data"), "-p", str(self.port),
                 "-c", f"unix_socket_directories={self.dir}"]  # fmt: skip
-        for name, value in self.settings.items():
+        settings = dict(self.settings)
+        if self.tls:
+            cert, key = self.tls_files
+            settings.update(ssl="on", ssl_cert_file=str(cert), ssl_key_file=str(key))
+        for name, value in settings.items():
             args += ["-c", f"{name}={value}"]
         with open(self.log_path, "ab") as log:
             # Own session: a Ctrl-C in the terminal must not reach the server before we stop it ourselves.
@@ -149,9 +212,9 @@ class EmbeddedPostgres(Managed):
                 args,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                user=service_user(),
                 start_new_session=True,
-                preexec_fn=die_with_parent(signal.SIGQUIT),  # immediate shutdown if connbench dies
+                preexec_fn=die_with_parent(signal.SIGQUIT),
+                **service_ids(),  # immediate shutdown if connbench dies
             )
         self._wait_ready()
 
@@ -172,9 +235,22 @@ class EmbeddedPostgres(Managed):
             f"PostgreSQL did not accept connections in {timeout:.0f} s; log:\n{log_tail(self.log_path)}"
         )
 
+    def _make_certificate(self) -> None:
+        """A self-signed P-256 certificate for 127.0.0.1 in the cluster's directory (removed with it)."""
+        cert, key = self.tls_files
+        out = self._run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1"]
+        )  # fmt: skip
+        if out.returncode != 0:
+            raise ConnbenchError(f"openssl could not make a certificate: {out.stderr.strip().splitlines()[-1:]}")
+        key.chmod(0o600)  # PostgreSQL refuses a key that others can read
+
     def _seed(self) -> None:
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            conn.execute(f"CREATE ROLE {DB_USER} LOGIN")
+            conn.execute(f"CREATE ROLE {DB_USER} LOGIN PASSWORD '{self.password}'")
+            # pg_monitor: with this DSN as --dsn (`connbench db`), connbench's sampler sees every session
+            conn.execute(f"GRANT pg_monitor TO {DB_USER}")
             conn.execute(f"CREATE DATABASE {DB_NAME} OWNER {DB_USER}")
         with psycopg.connect(self.dsn, autocommit=True, application_name="connbench:harness") as conn:
             conn.execute(INIT_SQL.read_text())

@@ -149,8 +149,8 @@ def other_connbench_runs() -> list[int]:
     found = []
     for proc in psutil.process_iter(["pid", "cmdline"]):
         cmd = proc.info["cmdline"] or []
-        if proc.info["pid"] in mine:
-            continue
+        if proc.info["pid"] in mine or not cmd or not Path(cmd[0]).name.startswith("python"):
+            continue  # (a wrapper such as flock or timeout waiting to start a run is not a run)
         for i, part in enumerate(cmd[:-1]):
             if (part == "benchmarks.cli" or Path(part).name == "connbench") and cmd[i + 1] in ("run", "up"):
                 found.append(proc.info["pid"])

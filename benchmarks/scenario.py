@@ -57,6 +57,7 @@ from benchmarks.arrival import ARRIVALS
 from benchmarks.errors import ConnbenchError
 from targets.app import DB_PARAMS
 from targets.strategies import SETTINGS, STRATEGIES, TARGETS, Settings
+from targets.yours import FAMILY as YOURS
 
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
 FAMILY_NAMES = {t.family for t in TARGETS.values()}  # "prisma" in a targets list: every prisma target
@@ -162,7 +163,10 @@ class Scenario:
         return sum(s["duration"] for s in self.load_stages(1))
 
     def selects(self, target_id: str) -> bool:
+        """A user's service (targets/yours.py) takes part in every scenario: its strategy is its own."""
         t = TARGETS[target_id]
+        if t.family == YOURS:
+            return True
         return "*" in self.targets or t.id in self.targets or t.strategy in self.targets or t.family in self.targets
 
 

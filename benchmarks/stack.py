@@ -30,7 +30,7 @@ from targets.strategies import TARGETS
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 CONNBENCH = [sys.executable, "-m", "benchmarks.cli"]
 # Variables that make the locustfile run a `connbench run` cell; never inherited by the interactive UI.
-RUNNER_ONLY_ENV = ("CONNBENCH_LOCUST_OUT", "CONNBENCH_STAGES", "CONNBENCH_WARMUP")
+RUNNER_ONLY_ENV = ("CONNBENCH_LOCUST_OUT", "CONNBENCH_STAGES", "CONNBENCH_WARMUP", "CONNBENCH_CAPACITY")
 
 
 @dataclass
@@ -71,7 +71,11 @@ class Stack(Managed):
         locustfile: Path | None = None,
         ready_timeout: float = 120.0,
         say: Callable[[str], None] = print,
+        rtt_ms: float = 0,
+        tls: bool = False,
+        pooler: str = "near-db",
     ) -> None:
+        self.rtt_ms, self.tls, self.pooler = rtt_ms, tls, pooler
         self.requested = targets
         self.web_port = web_port
         self.max_connections = max_connections
@@ -82,7 +86,7 @@ class Stack(Managed):
         self.say = say
         self.dir: Path | None = None
         self.pg = None
-        self.bouncer = None
+        self.net = None  # benchmarks.network.Network: the distance and PgBouncer
         self.targets: dict[str, Child] = {}
         self.skipped: dict[str, str] = {}
         self.locust: Child | None = None
@@ -98,8 +102,9 @@ class Stack(Managed):
         self.stop()
 
     def start(self) -> None:
-        from benchmarks.pgbouncer import PgBouncer, choose_targets
-        from benchmarks.postgres import EmbeddedPostgres
+        from benchmarks.network import Network
+        from benchmarks.pgbouncer import choose_targets
+        from benchmarks.postgres import EmbeddedPostgres, redact
 
         if not self.locustfile.is_file():
             raise ConnbenchError(f"no locustfile at {self.locustfile}")
@@ -111,19 +116,19 @@ class Stack(Managed):
             raise ConnbenchError("no target can run here: " + "; ".join(sorted(set(self.skipped.values()))))
         self.dir = make_temp_dir("connbench-up-")
 
-        self.pg = EmbeddedPostgres(max_connections=self.max_connections)
+        self.pg = EmbeddedPostgres(max_connections=self.max_connections, tls=self.tls)
         self.pg.start()
-        self.say(f"postgres:  {self.pg.dsn}")
-        if any(TARGETS[t].via_pgbouncer for t in ids):
-            kwargs = {} if self.pgbouncer_pool is None else {"pool_size": self.pgbouncer_pool}
-            self.bouncer = PgBouncer(self.pg.port, **kwargs)
-            self.bouncer.start()
-            self.say(f"pgbouncer: {self.bouncer.dsn}")
+        poolers = (self.pooler,) if any(TARGETS[t].via_pgbouncer for t in ids) else ()
+        kwargs = {} if self.pgbouncer_pool is None else {"pool_size": self.pgbouncer_pool}
+        self.net = Network(self.pg, self.rtt_ms, poolers, **kwargs).__enter__()
+        for name, dsn in self.net.lines():
+            self.say(f"{name + ':':<10} {redact(dsn)}")
+        self.say(self.net.describe())
 
         for t in ids:  # start them all, then wait: the imports and pool fills overlap
-            dsn = self.bouncer.dsn if TARGETS[t].via_pgbouncer else self.pg.dsn
+            env = {**os.environ, "CONNBENCH_DSN": self.net.dsn(t, self.pooler)}  # not --dsn: no password in `ps`
             port = free_port()
-            self.targets[t] = self._spawn(t, [*CONNBENCH, "serve", t, "--port", str(port), "--dsn", dsn], port)
+            self.targets[t] = self._spawn(t, [*CONNBENCH, "serve", t, "--port", str(port)], port, env)
         self._wait_targets()
         self._start_locust()
 
@@ -223,9 +228,9 @@ class Stack(Managed):
             self.locust, self.workers = None, []
             _terminate_all(list(self.targets.values()), timeout=45)  # graceful: exit hooks run
             try:
-                if self.bouncer is not None:
-                    self.bouncer.cleanup()
-                    self.bouncer = None
+                if self.net is not None:
+                    self.net.close()
+                    self.net = None
             finally:
                 if self.pg is not None:
                     self.pg.cleanup()
@@ -274,8 +279,11 @@ def run_up(
     max_connections: int,
     load_workers: int,
     locustfile: str | None,
+    path: tuple = (None, None, None),
 ) -> int:
-    """`connbench up`: start, print the addresses, run until Ctrl-C / SIGTERM, stop everything."""
+    """`connbench up`: start, print the addresses, run until Ctrl-C / SIGTERM, stop everything.
+    `path`: (rtts, tls modes, poolers) of the command line, one value each (the first pooler)."""
+    rtts, tls, poolers = path
     with Stack(
         targets,
         web_port=web_port,
@@ -283,6 +291,9 @@ def run_up(
         load_workers=load_workers,
         locustfile=Path(locustfile) if locustfile else None,
         say=lambda line: print(line, flush=True),
+        rtt_ms=rtts[0] if rtts else 0,
+        tls=bool(tls and tls[0]),
+        pooler=poolers[0] if poolers else "near-db",
     ) as stack:
         for line in stack.describe():
             print(line, flush=True)

@@ -31,7 +31,7 @@ def bouncer(pg: EmbeddedPostgres) -> Iterator[PgBouncer]:
     reason = missing_reason()
     if reason:
         pytest.skip(reason)
-    with PgBouncer(pg.port) as pgb:
+    with PgBouncer(pg) as pgb:
         pgb_dir = pgb.dir
         yield pgb
     assert pgb_dir is not None and not os.path.exists(pgb_dir), f"{pgb_dir} left behind"
