@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -177,9 +178,17 @@ def _locked(family: Family) -> Iterator[None]:
 
 
 def missing_tool(family: Family) -> str | None:
-    for tool in family.requires:
+    """Why a program in `requires` ("npm", or "node>=20": a major version at least) is missing, or None."""
+    needs = ", ".join(family.requires)
+    for requirement in family.requires:
+        tool, _, least = requirement.partition(">=")
         if shutil.which(tool) is None:
-            return f"{tool} is not installed (the {family.name} family needs {', '.join(family.requires)})"
+            return f"{tool} is not installed (the {family.name} family needs {needs})"
+        if least:
+            out = subprocess.run([tool, "--version"], capture_output=True, text=True).stdout.strip()
+            major = re.match(r"v?(\d+)", out)
+            if major is None or int(major.group(1)) < int(least):
+                return f"{tool} {out or '(unknown version)'} is too old (the {family.name} family needs {needs})"
     return None
 
 

@@ -142,7 +142,7 @@ def test_without_node_the_families_are_not_runnable_and_the_rest_runs(path_witho
     served = run_connbench("serve", "prisma-global", "--port", port, "--dsn", pg.dsn, env={"PATH": path_without_node})
     assert served.returncode == 1 and "Traceback" not in served.stderr
     assert served.stderr.strip() == (
-        "connbench: error: prisma-global cannot run here: node is not installed (the prisma family needs node, npm)"
+        "connbench: error: prisma-global cannot run here: node is not installed (the prisma family needs node>=20, npm)"
     )
     with start_target("pool-lazy-asyncpg", pg.dsn, env={"PATH": path_without_node}) as t:
         assert t.get("/db").status_code == 200
