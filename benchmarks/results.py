@@ -608,8 +608,8 @@ def _capacity_text(g: pd.DataFrame) -> str:
     """'50 req/s (asyncpg, failed at 100: p99 81 ms > 50 ms)' for one target's searches (median over repeats)."""
     text = f"{num(g['sustainable_rps'].median())} req/s ({g['driver'].iloc[0]}"
     if g["failed_at_rps"].notna().any():
-        text += f", failed at {num(g['failed_at_rps'].median())}: {g['reason'].iloc[0]}"
-    return text + ")"
+        return text + f", failed at {num(g['failed_at_rps'].median())}: {g['reason'].iloc[0]})"
+    return f"at least {text}, {g['reason'].iloc[0]})"  # the search stopped before a higher rate failed
 
 
 def _open_text(top: pd.Series) -> str:
@@ -699,20 +699,27 @@ def pool_size_sentences(run: RunData) -> list[str]:
         stop = plateau(g)
         if stop is None:
             continue
-        g = g.sort_values("pool_max")
+        g = g.sort_values("pool_max").set_index("pool_max", drop=False)
         first, best = g.iloc[0], g.loc[g["rps"].idxmax()]
         text = (
-            f"pool-size, {target} at {int(first['users'])} users: throughput stops growing at pool_max "
-            f"{int(stop['pool_max'])} ({num(stop['rps'], 'req/s')}, within {PLATEAU:.0%} of the best, "
-            f"{num(best['rps'], 'req/s')} at {int(best['pool_max'])})"
+            f"pool-size, {target} at {int(first['users'])} users: throughput goes from {num(first['rps'], 'req/s')} "
+            f"at pool_max {int(first['pool_max'])} to {num(stop['rps'], 'req/s')} at {int(stop['pool_max'])}, "
+            f"where it stops growing (the smallest pool within {PLATEAU:.0%} of the best"
         )
-        if cores:
-            text += f"; cores × 2 = {2 * int(cores)}"
+        text += (
+            ")"
+            if stop["pool_max"] == best["pool_max"]
+            else f", {num(best['rps'], 'req/s')} at {int(best['pool_max'])})"
+        )
+        if cores and 2 * int(cores) in g.index:
+            text += f"; at cores × 2 = {2 * int(cores)}: {num(g.loc[2 * int(cores), 'rps'], 'req/s')}"
         if pd.notna(first["acquire_p50_ms"]) and pd.notna(first["query_p50_ms"]):
             text += (
                 f"; at pool_max {int(first['pool_max'])} a request waited {num(first['acquire_p50_ms'], 'ms')} "
-                f"(p50) for its connection and its query took {num(first['query_p50_ms'], 'ms')}"
+                f"(p50) for its connection, its query took {num(first['query_p50_ms'], 'ms')}"
             )
+        if g["repeats"].max() < 2:
+            text += f" (one run per size: steps under {SMALL_RATIO - 1:.0%} cannot be told from noise)"
         out.append(text + ".")
     return out
 
@@ -733,9 +740,9 @@ def slow_work_sentences(run: RunData) -> list[str]:
             r = r.iloc[0]
             served = r["rps"] * (1 - (r["error_rate"] if pd.notna(r["error_rate"]) else 0))
             failed = f"{r['error_rate']:.0%} failed: {errors_text(r['errors'])}" if r["error_rate"] else "none failed"
-            said.append(f"{name} {num(served, 'req/s')} served ({failed})")
+            said.append(f"{num(served, 'req/s')} {name} ({failed})")
         if said:
-            parts.append(f"{target} " + ", ".join(said))
+            parts.append(f"{target} served " + " and ".join(said))
     if not parts:
         return []
     what = f"{num(work)} ms of slow work per request" if work is not None else "slow work per request"
