@@ -219,12 +219,16 @@ def _arrival_users(runner) -> int:
 def _pace(environment, total_rate) -> None:
     """Split the total rate evenly over the arrival users running (on every worker), ten times a second.
 
-    `total_rate(elapsed)` is the plan: the scenario's stages, the capacity search, or --arrival-rate.
+    `total_rate(elapsed)` is the plan: the scenario's stages, the capacity search, or --arrival-rate. After the
+    last stage the rate holds until Locust stops the users (the shape ends the test at its next tick, up to a
+    second later), so the measured window never ends in a stretch with no requests due.
     """
     start = time.time()
     last = None
+    total = 0.0
     while True:
-        total = total_rate(time.time() - start) or 0.0
+        planned = total_rate(time.time() - start)
+        total = total if planned is None else planned
         users = _arrival_users(environment.runner)
         per_user = total / users if users else 0.0
         if per_user != last:

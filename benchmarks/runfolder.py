@@ -144,12 +144,17 @@ class Run:
         self.manifest = manifest
         self.summary = read_csv(out / "summary.csv")
         self.timeseries = read_csv(out / "timeseries.csv")
+        self.capacity = read_csv(out / "capacity.csv")  # one row per capacity cell, kept with its summary row
 
     def save_manifest(self) -> None:
         write_atomic(self.out / "manifest.json", json.dumps(self.manifest, indent=2, default=str) + "\n")
 
     def add(self, row: dict[str, Any]) -> None:
         ts = row.pop("_timeseries", [])
+        capacity = row.pop("_capacity", None)
+        if capacity is not None:
+            self.capacity.append(capacity)
+            write_csv_atomic(self.out / "capacity.csv", S.CAPACITY_COLUMNS, self.capacity)
         self.summary.append(row)
         self.timeseries += ts
         write_csv_atomic(self.out / "timeseries.csv", S.TIMESERIES_COLUMNS, self.timeseries)
@@ -189,6 +194,10 @@ class Run:
             if key not in seen:
                 seen.add(key)
                 unique_ts.append(r)
+        capacity = {r.get("cell_id"): r for r in self.capacity if r.get("cell_id") in kept}  # once each
+        if len(capacity) != len(self.capacity):
+            self.capacity = list(capacity.values())
+            write_csv_atomic(self.out / "capacity.csv", S.CAPACITY_COLUMNS, self.capacity)
         if repaired or len(unique_ts) != len(self.timeseries):
             self.summary = list(kept.values())
             self.timeseries = unique_ts
