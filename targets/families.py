@@ -1,8 +1,9 @@
 """Target families: one folder under targets/ with a `family.toml` per runtime other than Python.
 
 A manifest says what the family needs on this machine (`requires`: executables on PATH), how to build it
-(`[build]`: commands run in the folder, once per change of the hash of its `inputs`; the result is cached
-under the folder's `build/`), how to start one target (`[serve] command`, exec'd in the folder with
+(`[build]`: an `install` command run in the folder when its `install_inputs` change, e.g. `npm ci` from the
+lockfile, then the `steps`, once per change of the hash of all inputs; the result is cached under the
+folder's `build/`), how to start one target (`[serve] command`, exec'd in the folder with
 `{host}` and `{port}` filled in and CONNBENCH_* in the environment, so signals reach the target itself) and
 which strategies it has (`[strategies.<name>]`: the target id is `<family>-<name>`). The Python targets
 (targets/app.py, strategies.py) are the `python` family, built into this package; targets/strategies.py
@@ -37,7 +38,7 @@ PYTHON = "python"
 MANIFEST = "family.toml"
 STAMP = ".connbench-build.json"
 TOP_KEYS = {"description", "runtime", "driver", "requires", "build", "serve", "strategies"}
-BUILD_KEYS = {"inputs", "env", "steps"}
+BUILD_KEYS = {"install", "install_inputs", "inputs", "env", "steps"}
 SERVE_KEYS = {"command", "workers"}
 STRATEGY_KEYS = {"summary", "session_per_request"}
 
@@ -60,6 +61,8 @@ class Family:
     runtime: str
     driver: str
     requires: tuple[str, ...]
+    install: tuple[str, ...]
+    install_inputs: tuple[str, ...]
     inputs: tuple[str, ...]
     build_env: dict[str, str]
     steps: tuple[tuple[str, ...], ...]
@@ -120,6 +123,8 @@ def load_family(path: Path) -> Family:
         runtime=str(data.get("runtime", name)),
         driver=driver,
         requires=_strings(where, "requires", data.get("requires", [])),
+        install=_strings(where, "install", build.get("install", [])),
+        install_inputs=_strings(where, "install_inputs", build.get("install_inputs", [])),
         inputs=_strings(where, "inputs", build.get("inputs", [])),
         build_env={k: str(v) for k, v in build.get("env", {}).items()},
         steps=tuple(_strings(where, "steps", step) for step in build.get("steps", [])),
@@ -146,16 +151,24 @@ def target(target_id: str) -> FamilyTarget:
 
 
 # -- building ------------------------------------------------------------------------------------------
-def build_key(family: Family) -> str:
-    """A hash of everything a build reads from the repository: the inputs' contents and the steps."""
-    h = hashlib.sha256(json.dumps([family.steps, family.build_env]).encode())
-    for name in family.inputs:
+def _hash(family: Family, names: tuple[str, ...], commands: object) -> str:
+    """A hash of what a build reads from the repository: the named files' contents and the commands."""
+    h = hashlib.sha256(json.dumps([commands, family.build_env]).encode())
+    for name in names:
         h.update(name.encode() + b"\0")
         try:
             h.update((family.path / name).read_bytes())
         except OSError:
             h.update(b"(missing)")
     return h.hexdigest()
+
+
+def build_key(family: Family) -> str:
+    return _hash(family, family.install_inputs + family.inputs, [family.install, family.steps])
+
+
+def install_key(family: Family) -> str:
+    return _hash(family, family.install_inputs, family.install)
 
 
 def _read_stamp(family: Family) -> dict[str, Any]:
@@ -205,31 +218,38 @@ def build(family: Family, force: bool = False) -> str | None:
         stamp = _read_stamp(family)  # another process may have built it while we waited
         if stamp.get("key") == key and not force:
             return stamp.get("error")
-        error = _run_steps(family)
-        (family.build_dir / STAMP).write_text(json.dumps({"key": key, "error": error, "built_at": time.time()}))
+        installed = install_key(family)
+        install = family.install and (force or stamp.get("installed") != installed)
+        error, failed = _run_steps(family, [family.install, *family.steps] if install else list(family.steps))
+        if install and failed == 0:
+            installed = ""  # the install failed: run it again next time
+        stamp = {"key": key, "installed": installed, "error": error, "built_at": time.time()}
+        (family.build_dir / STAMP).write_text(json.dumps(stamp))
     return error
 
 
-def _run_steps(family: Family) -> str | None:
+def _run_steps(family: Family, steps: list[tuple[str, ...]]) -> tuple[str | None, int | None]:
+    """Run `steps` in the family's folder into build/build.log: (why it failed, which step) or (None, None)."""
     log = family.build_dir / "build.log"
-    names = ", ".join(" ".join([Path(step[0]).name, *step[1:2]]) for step in family.steps)
+    names = ", ".join(" ".join([Path(step[0]).name, *step[1:2]]) for step in steps)
     print(f"connbench: building the {family.name} family ({names}) ...", file=sys.stderr, flush=True)
     started = time.monotonic()
     env = {**os.environ, **family.build_env}
     with open(log, "w") as fh:
-        for step in family.steps:
+        for i, step in enumerate(steps):
             fh.write(f"$ {' '.join(step)}\n")
             fh.flush()
             try:
-                proc = subprocess.run(step, cwd=family.path, env=env, stdout=fh, stderr=subprocess.STDOUT)
+                status = subprocess.run(step, cwd=family.path, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
             except OSError as exc:
-                return f"build failed: {step[0]}: {exc.strerror}"
-            if proc.returncode != 0:
+                fh.write(f"{exc}\n")
+                status = exc.strerror or "not run"
+            if status != 0:
                 rel = log.relative_to(ROOT.parent) if log.is_relative_to(ROOT.parent) else log
                 print(f"connbench: building the {family.name} family failed; see {rel}", file=sys.stderr, flush=True)
-                return f"build failed at `{' '.join(step[:2])}` (exit {proc.returncode}; log: {rel})"
+                return f"build failed at `{' '.join(step[:2])}` (exit {status}; log: {rel})", i
     print(f"connbench: built the {family.name} family in {time.monotonic() - started:.0f} s", file=sys.stderr)
-    return None
+    return None, None
 
 
 def missing_reason(family_name: str) -> str | None:

@@ -95,6 +95,20 @@ export function withTimeout<T>(promise: Promise<T>, seconds: number, what: strin
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+// connbench's DSNs mean sslmode as libpq does (`require`: encrypt, do not verify the certificate); pg reads
+// it that way only with uselibpqcompat=true (without it, `require` verifies like `verify-full`).
+export function libpqDsn(dsn: string): string {
+  try {
+    const url = new URL(dsn);
+    if (url.searchParams.has("sslmode") && !url.searchParams.has("uselibpqcompat")) {
+      url.searchParams.set("uselibpqcompat", "true");
+    }
+    return url.toString();
+  } catch {
+    return dsn; // not a URL: pg reads it as it is
+  }
+}
+
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 export function randomWorldId(): number {

@@ -10,6 +10,7 @@ import {
   BadRequest,
   badRequestBody,
   errorBody,
+  libpqDsn,
   randomWorldId,
   readSettings,
   type Settings,
@@ -31,7 +32,7 @@ const pools = { created: 0, ended: 0, open: 0 };
 
 function newClient(): { client: PrismaClient; pool: pg.Pool } {
   const pool = new pg.Pool({
-    connectionString: DSN,
+    connectionString: libpqDsn(DSN),
     max: settings.pool_max,
     // pg applies this to a checkout: waiting for a free slot and opening a new connection.
     connectionTimeoutMillis: settings.pool_timeout * 1000,

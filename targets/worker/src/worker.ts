@@ -11,6 +11,7 @@ import {
   BadRequest,
   badRequestBody,
   errorBody,
+  libpqDsn,
   randomWorldId,
   readSettings,
   type Settings,
@@ -31,7 +32,7 @@ const pools = { created: 0, ended: 0 };
 
 function newClient(env: Env): PrismaClient {
   const pool = new pg.Pool({
-    connectionString: env.CONNBENCH_DSN,
+    connectionString: libpqDsn(env.CONNBENCH_DSN ?? ""),
     max: settings.pool_max,
     connectionTimeoutMillis: settings.pool_timeout * 1000,
     application_name: `connbench:${env.CONNBENCH_TARGET}`,
