@@ -30,6 +30,7 @@ from helpers import REPO, run_connbench, wait_until
 from benchmarks import arrival as A
 from benchmarks import summary as S
 from benchmarks.errors import ConnbenchError
+from benchmarks.runfolder import Run
 from benchmarks.runner import LOCUSTFILE, plan
 from benchmarks.scenario import load_profile, parse_scenario
 
@@ -140,6 +141,28 @@ def test_open_model_typos_are_one_line(tmp_path: Path, text: str, words: str) ->
     with pytest.raises(ConnbenchError) as err:
         parse_scenario(path, "smoke")
     assert words in str(err.value) and str(path) in str(err.value)
+
+
+def test_capacity_rows_survive_a_resume_and_follow_their_cells(tmp_path: Path) -> None:
+    """capacity.csv is written with each capacity cell, read back by a resumed run, appended to, and a row
+    whose cell is run again (its summary row dropped by reconcile) goes with it."""
+    manifest = {"cells_done": []}
+    run = Run(tmp_path, manifest)
+    for target in ("pool-eager-asyncpg", "per-request-asyncpg"):
+        cid = f"capacity.{target}.r1"
+        (tmp_path / "raw" / cid).mkdir(parents=True)
+        run.add({"cell_id": cid, "target": target, "_capacity": {"cell_id": cid, "target": target,
+                 "sustainable_rps": 100}})  # fmt: skip
+    resumed = Run(tmp_path, manifest)
+    assert [r["target"] for r in resumed.capacity] == ["pool-eager-asyncpg", "per-request-asyncpg"]
+    (tmp_path / "raw" / "capacity.per-request-asyncpg.r1").rmdir()  # its raw folder is gone: it runs again
+    resumed.reconcile(["capacity.pool-eager-asyncpg.r1", "capacity.per-request-asyncpg.r1"])
+    rows = pd.read_csv(tmp_path / "capacity.csv")
+    assert list(rows.columns) == S.CAPACITY_COLUMNS and list(rows["target"]) == ["pool-eager-asyncpg"]
+    cid = "capacity.per-request-asyncpg.r1"
+    (tmp_path / "raw" / cid).mkdir()
+    resumed.add({"cell_id": cid, "_capacity": {"cell_id": cid, "target": "per-request-asyncpg", "sustainable_rps": 50}})
+    assert list(pd.read_csv(tmp_path / "capacity.csv")["sustainable_rps"]) == [100, 50]
 
 
 # -- a smoke run: arrival, capacity and a closed-loop cell ----------------------------------------------
@@ -254,3 +277,9 @@ def test_a_stall_shows_in_open_load_and_hides_in_closed_load(serve, tmp_path: Pa
     assert open_p99 >= 800, open_p99
     assert closed_final["requests"] > open_final["requests"]
     assert closed_p99 * 4 < open_p99, (closed_p99, open_p99)
+
+
+def test_readme_documents_every_capacity_column() -> None:
+    readme = (REPO / "README.md").read_text()
+    for col in S.CAPACITY_COLUMNS + S.OPEN_COLUMNS:
+        assert f"`{col}`" in readme, col
