@@ -33,7 +33,7 @@ class Setting:
 
 
 SETTINGS: dict[str, Setting] = {
-    "pool_min": Setting("CONNBENCH_POOL_MIN", 10, "connections pool-eager opens before it reports ready"),
+    "pool_min": Setting("CONNBENCH_POOL_MIN", 10, "connections pool-eager opens before ready (at most pool_max)"),
     "pool_max": Setting("CONNBENCH_POOL_MAX", 10, "largest size of every application pool"),
     "pool_timeout": Setting("CONNBENCH_POOL_TIMEOUT", 5.0, "seconds a request waits for a pooled connection"),
     "connect_timeout": Setting("CONNBENCH_CONNECT_TIMEOUT", 5.0, "seconds to open one connection"),
