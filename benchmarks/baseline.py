@@ -123,8 +123,9 @@ def run_baseline(
     db: Any = None,
 ) -> list:
     """Run pgbench (and wrk) on fresh embedded PostgreSQL servers, one per TLS mode, across each RTT; write
-    baseline.csv. Throughput rows at the smallest RTT only; connect rows at every RTT. `db`: an existing
-    database (--dsn, benchmarks/external.py) instead, as it is (no RTT, no TLS of connbench's)."""
+    baseline.csv. Throughput rows on the first path only (smallest RTT, first TLS mode), connect rows on every
+    path. `db`: an existing database (--dsn, benchmarks/external.py) instead, as it is (no RTT, no TLS of
+    connbench's)."""
     from benchmarks.network import Network
     from benchmarks.runfolder import write_csv_atomic
 
@@ -138,7 +139,8 @@ def run_baseline(
             for rtt in rtts:
                 path = {"rtt_ms": rtt, "tls": tls_on, "pooler": ""}
                 with Network(pg, rtt) as net:
-                    rows += pgbench_rows(net.dsn(), clients, seconds, path, throughput=rtt == min(rtts))
+                    first = rtt == min(rtts) and tls_on == tls[0]  # throughput on the first path only
+                    rows += pgbench_rows(net.dsn(), clients, seconds, path, throughput=first)
             if tls_on == tls[0]:
                 rows += wrk_rows(pg, clients, seconds, {"rtt_ms": 0, "tls": tls_on, "pooler": ""})
     add_round_trips(rows)

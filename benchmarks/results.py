@@ -30,8 +30,9 @@ MAIN_SCENARIO = "steady"  # the load scenario the throughput/latency figures and
 
 TEXT_COLUMNS = {"cell_id", "scenario", "target", "strategy", "driver", "started_at", "errors", "invalid_reason"}
 TEXT_COLUMNS |= {"params"}  # the swept settings and /db parameters of a cell, a JSON object
-BOOL_COLUMNS = {"valid", "counts_agree", "recovered", "shutdown_logged", "db_up"}
-TS_TEXT_COLUMNS = {"cell_id", "scenario", "target", "phase", "event"}
+BOOL_COLUMNS = {"valid", "counts_agree", "recovered", "shutdown_logged", "db_up", "tls"}
+TEXT_COLUMNS |= {"pooler"}  # the connection path: rtt_ms (a number), tls (a bool), pooler (text)
+TS_TEXT_COLUMNS = {"cell_id", "scenario", "target", "phase", "event", "pooler"}
 # The figures of a cell that the findings table reports (median over repeats, with an interval).
 METRICS = ["rps", "latency_p50_ms", "latency_p99_ms", "error_rate", "conn_peak", "sessions_per_request"]
 
@@ -170,7 +171,7 @@ def read_baseline(run_dir: Path) -> pd.DataFrame:
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame({c: pd.Series(dtype=float) for c in BASELINE_COLUMNS})
     df = pd.read_csv(path, dtype=str, keep_default_na=False).replace("", np.nan)
-    return _typed(df, {"tool", "mode", "note"})
+    return _typed(df, {"tool", "mode", "note", "pooler"})
 
 
 def load_run(run_dir: Path | str) -> RunData:
@@ -239,7 +240,7 @@ def aggregate(summary: pd.DataFrame, metrics: list[str] | None = None) -> pd.Dat
     """
     metrics = metrics or METRICS
     keys = ["scenario", "target", "strategy", "driver", "users"]
-    valid = summary[summary["valid"]]
+    valid = on_reference_path(summary[summary["valid"]])
     rows = []
     for key, g in valid.groupby(keys, sort=False):
         row: dict[str, Any] = dict(zip(keys, key, strict=True))
@@ -480,6 +481,7 @@ def _baseline_sentences(run: RunData, ok: pd.DataFrame) -> list[str]:
     b = run.baseline
     if b.empty:
         return []
+    b = reference_baseline(b)
     pg = b[b["tool"] == "pgbench"].set_index("mode")
     out = []
     if {"pooled", "connect-per-transaction"} <= set(pg.index):
@@ -764,3 +766,144 @@ def conn_cap_sentences(run: RunData) -> list[str]:
             f"{verdict} the {num(r['conn_slots'])} slots; PostgreSQL showed {num(r['conn_peak'])}"
         )
     return ["conn-cap: " + "; ".join(parts) + "."]
+
+
+# -- the connection path (rtt_ms, tls, pooler) ---------------------------------------------------------
+# Round trips a new connection costs by protocol (TCP handshake 1; scram: startup + SASL 3; TLS: SSLRequest 1
+# + TLS 1.3 with PostgreSQL 15's HelloRetryRequest to P-256 2), beside what connbench measures.
+THEORY_ROUND_TRIPS = {"trust, no TLS": 2, "scram-sha-256, no TLS": 4, "scram-sha-256, TLS": 7}
+PATH_KEYS = ["scenario", "target", "strategy", "driver", "tls", "pooler", "users"]
+
+
+def on_reference_path(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per scenario, the cells of its reference connection path: the smallest RTT, without TLS when it ran
+    both, PgBouncer near the database when it ran both places. The figures per users level use these (one
+    point per target and level); the connection-path figures take every path."""
+    if summary.empty or "rtt_ms" not in summary:
+        return summary
+    rtt = summary["rtt_ms"].fillna(0)
+    tls = summary["tls"].fillna(False).astype(bool)
+    pooler = summary["pooler"].fillna("").replace("", "-")
+    keep = (rtt == rtt.groupby(summary["scenario"]).transform("min")) & (
+        tls == tls.groupby(summary["scenario"]).transform("all")
+    )
+    near_db = (pooler == "near-db").groupby(summary["scenario"]).transform("any")
+    keep &= (pooler == "-") | (pooler == "near-db") | ~near_db
+    return summary[keep]
+
+
+def reference_baseline(b: pd.DataFrame) -> pd.DataFrame:
+    """The baseline's throughput rows on the run's reference path (the smallest RTT, without TLS when the run
+    had both), so each mode appears once; the per-RTT `connect` rows are for the round trips."""
+    if b.empty or "rtt_ms" not in b:
+        return b
+    b = b[b["mode"] != "connect"]
+    tls = b["tls"].fillna(False).astype(bool)
+    first_tls = bool(tls.all())  # False when any row is without TLS
+    rtt = b["rtt_ms"].fillna(0)
+    return b[(rtt == rtt.min()) & (tls == first_tls)]
+
+
+def distance_aggregate(run: RunData) -> pd.DataFrame:
+    """Valid load cells of the scenarios that ran at two RTTs or more: per path key and RTT, the medians over
+    repeats of p50, p99 and throughput. Empty when no scenario did."""
+    s = run.summary[run.summary["valid"] & run.summary["rtt_ms"].notna()].copy()
+    s = s[s.groupby("scenario")["rtt_ms"].transform("nunique") >= 2]
+    if s.empty:
+        return pd.DataFrame(columns=[*PATH_KEYS, "rtt_ms", "latency_p50_ms", "latency_p99_ms", "rps"])
+    s["pooler"] = s["pooler"].fillna("")
+    s["tls"] = s["tls"].fillna(False).astype(bool)
+    out = s.groupby([*PATH_KEYS, "rtt_ms"], sort=False)[["latency_p50_ms", "latency_p99_ms", "rps"]].median()
+    return out.reset_index()
+
+
+def path_label(tls: bool, pooler: str) -> str:
+    return ("TLS" if tls else "no TLS") + (f", PgBouncer {pooler}" if pooler else "")
+
+
+def round_trips_per_request(agg: pd.DataFrame) -> pd.DataFrame:
+    """Per target and path: the slope of p50 against RTT (least squares), i.e. the round trips a request
+    costs across the distance: about 1 for a pooled connection, 1 + a connect's round trips for a new one."""
+    rows = []
+    for key, g in agg.groupby([k for k in PATH_KEYS if k != "scenario"], sort=False):
+        g = g.dropna(subset=["latency_p50_ms"])
+        if g["rtt_ms"].nunique() < 2:
+            continue
+        slope = np.polyfit(g["rtt_ms"].astype(float), g["latency_p50_ms"].astype(float), 1)[0]
+        rows.append({**dict(zip([k for k in PATH_KEYS if k != "scenario"], key, strict=True)), "round_trips": slope})
+    return pd.DataFrame(rows)
+
+
+def connect_round_trips(run: RunData) -> pd.DataFrame:
+    """baseline.csv's round trips per new connection (pgbench -C, one client), per TLS mode, with theory."""
+    b = run.baseline
+    if b.empty or "round_trips" not in b or b["round_trips"].isna().all():
+        return pd.DataFrame(columns=["path", "measured", "theory"])
+    rows = []
+    for tls, g in b[(b["mode"] == "connect") & b["round_trips"].notna()].groupby("tls"):
+        path = "scram-sha-256, TLS" if tls else "scram-sha-256, no TLS"
+        rows.append({"path": path, "measured": float(g["round_trips"].iloc[0]), "theory": THEORY_ROUND_TRIPS[path]})
+    return pd.DataFrame(rows)
+
+
+def _pool_for(agg: pd.DataFrame, driver: str) -> str | None:
+    """The pooled Python strategy to compare per-request with: pool-eager, else pool-lazy."""
+    present = set(agg.loc[agg["driver"] == driver, "strategy"])
+    return next((s for s in ("pool-eager", "pool-lazy") if s in present), None)
+
+
+def distance_sentences(run: RunData) -> list[str]:
+    """The connection-path questions in words: from which RTT does per-request lose to a pool by 10×, what a
+    PgBouncer next to the app saves against one next to the database, and a connect's round trips."""
+    agg = distance_aggregate(run)
+    out = []
+    for r in connect_round_trips(run).itertuples():
+        out.append(
+            f"A new connection ({r.path}) costs {r.measured:.1f} round trips (pgbench -C against RTT; "
+            f"the protocol's count is {r.theory})."
+        )
+    if agg.empty:
+        return out
+    rtps = round_trips_per_request(agg)
+    for (driver, tls), g in agg[agg["pooler"] == ""].groupby(["driver", "tls"], sort=False):
+        pool = _pool_for(g, driver)
+        per = g[g["strategy"] == "per-request"].set_index("rtt_ms")["latency_p50_ms"]
+        if pool is None or per.empty:
+            continue
+        ref = g[g["strategy"] == pool].set_index("rtt_ms")["latency_p50_ms"]
+        ratio = (per / ref).dropna().sort_index()
+        if ratio.empty:
+            continue
+        worse = ratio[ratio >= 10]
+        each = ", ".join(f"{ratio_text(v)} at {num(k)} ms" for k, v in ratio.items())
+        if len(worse) == len(ratio):
+            verdict = f"it loses by 10× or more at every RTT run (up to {num(ratio.index[-1])} ms)"
+        elif len(worse):
+            verdict = f"it loses by 10× or more at {', '.join(num(k) for k in worse.index)} ms of RTT only"
+        else:
+            verdict = f"it loses by less than 10× at every RTT run (up to {num(ratio.index[-1])} ms)"
+        trips = rtps[(rtps["driver"] == driver) & (rtps["tls"] == tls) & (rtps["pooler"] == "")]
+        trips = trips.set_index("strategy")["round_trips"] if len(trips) else pd.Series(dtype=float)
+        if {"per-request", pool} <= set(trips.index) and trips[pool] > 0:
+            verdict += (
+                f"; as the distance grows the ratio tends to that of their round trips per request, "
+                f"{trips['per-request']:.1f} against {trips[pool]:.1f} "
+                f"({ratio_text(trips['per-request'] / trips[pool])})"
+            )
+        out.append(f"per-request-{driver} ({path_label(tls, '')}) has a p50 {each} that of {pool}-{driver}: {verdict}.")
+    bouncers = agg[agg["pooler"] != ""]
+    for (target, tls), g in bouncers.groupby(["target", "tls"], sort=False):
+        p50 = g.pivot_table(index="rtt_ms", columns="pooler", values="latency_p50_ms")
+        if not {"near-db", "near-app"} <= set(p50.columns):
+            continue
+        far = p50[p50.index > 0].dropna()
+        if far.empty:
+            continue
+        rtt = far.index.max()
+        saved = far.loc[rtt, "near-db"] - far.loc[rtt, "near-app"]
+        out.append(
+            f"{target} ({path_label(tls, '')}) at {num(rtt)} ms RTT: p50 {num(far.loc[rtt, 'near-db'])} ms with "
+            f"PgBouncer next to the database, {num(far.loc[rtt, 'near-app'])} ms next to the app: near-app saves "
+            f"{num(saved)} ms per request ({num(saved / rtt)} round trips)."
+        )
+    return out

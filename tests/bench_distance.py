@@ -6,6 +6,7 @@
   round trip is the difference.
 - pgbench, 8 clients, pooled: throughput far above any target's, so a cap would show here first.
 - pool-eager-asyncpg under wrk (8 connections): the target's requests per second and mean latency.
+With `--rtt MS` the relay delays (its other code path) and the figures beyond MS per round trip are its cost.
 Not a test (timings never go into assertions); a script to re-measure on another machine.
 """
 
@@ -53,8 +54,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--rounds", type=int, default=3, help="alternate direct and relay this many times")
+    p.add_argument("--rtt", type=float, default=0, help="the relay's RTT (ms); >0 measures its delaying path")
     args = p.parse_args()
-    with EmbeddedPostgres() as pg, Distance(0, [pg.port]) as relay:
+    with EmbeddedPostgres() as pg, Distance(args.rtt, [pg.port]) as relay:
         paths = {"direct": pg.dsn, "relay": pg.dsn_at(relay.port_to(pg.port))}
         loads = {
             "pgbench c=1": lambda d: pgbench(d, 1, args.seconds),
@@ -72,7 +74,7 @@ def main() -> None:
             print(
                 f"{name:28} direct {d['tps']:9.0f}/s {d['latency_ms']:.3f} ms   relay {r['tps']:9.0f}/s "
                 f"{r['latency_ms']:.3f} ms   throughput {r['tps'] / d['tps']:.0%}, "
-                f"+{r['latency_ms'] - d['latency_ms']:.3f} ms per request",
+                f"+{r['latency_ms'] - d['latency_ms'] - args.rtt:.3f} ms per request beyond the RTT",
                 flush=True,
             )
 

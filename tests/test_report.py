@@ -58,6 +58,10 @@ def expected_figures(run: R.RunData) -> set[str]:
         names.add("baseline")
     if main[["acquire_p50_ms", "query_p50_ms"]].notna().all(axis=1).any():
         names.add("time-split")
+    if not R.distance_aggregate(run).empty:
+        names.add("connection-path-latency")
+    if not R.distance_aggregate(run).empty or not R.connect_round_trips(run).empty:
+        names.add("connection-path-round-trips")
     ts = run.timeseries[run.timeseries["cell_id"].isin(set(valid["cell_id"]))]
     for scenario, rows in valid.groupby("scenario"):
         if scenario in R.SWEPT_SCENARIOS:  # their own figure, named like the scenario, without a timeline
