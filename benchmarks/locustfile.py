@@ -1,11 +1,14 @@
-"""Locust load for the targets: one FastHttpUser class per target of the registry, each hitting GET /db.
+"""Locust load for the targets: two FastHttpUser classes per target of the registry, each hitting GET /db.
 
+- `<target>` is a closed loop (the next request when the last one answered); `arrival-<target>` is the open
+  model: requests due at a rate (--arrival-rate, or the scenario's rate stages), latency from the due time,
+  dropped and late requests counted (benchmarks/arrival.py has the arithmetic).
 - A failed request is named by the error class in the target's 503 body, so failures group by cause.
 - Response times are bucketed at 0.1 ms below 10 ms (Locust's default buckets are whole milliseconds), by
   replacing `locust.stats.bucket_response_time`, Locust's documented hook for custom bucketing.
 - Under `connbench run` (CONNBENCH_LOCUST_OUT set) a load shape follows the scenario's stages, statistics are
   reset after the warm-up, and Locust's own stats objects are written at full resolution: one line per
-  second to history.jsonl and the measured window to final.json.
+  second to history.jsonl and the measured window to final.json; a capacity cell runs its rate search here.
 - In the web UI (`connbench up`, docker compose) each class's host comes from CONNBENCH_TARGET_URLS.
 """
 
