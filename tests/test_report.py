@@ -69,6 +69,9 @@ def expected_figures(run: R.RunData) -> set[str]:
             continue
         if scenario in (R.MAIN_SCENARIO, "spike"):
             continue
+        if run.manifest["scenarios"].get(scenario, {}).get("kind") in ("arrival", "capacity"):
+            names.add(scenario)  # the open-model figures (arrival.png, capacity.png), without a timeline
+            continue
         if rows[R.FAULT_COLUMNS.get(scenario, R.GENERIC_FAULT_COLUMNS)].notna().any().any():
             names.add(scenario)
         kind = run.manifest["scenarios"].get(scenario, {}).get("kind", "load")
