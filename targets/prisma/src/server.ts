@@ -209,9 +209,13 @@ const server = http.createServer(async (req, res) => {
     else if (url.pathname === "/ready") [status, body] = stats.readyAt ? [200, { ready: true }] : [503, { ready: false }];
     else if (url.pathname === "/stats") body = statsBody();
     else [status, body] = [404, { error: "NotFound", sqlstate: null, detail: url.pathname }];
-    const headers: Record<string, string> = { "content-type": "application/json" };
+    const text = JSON.stringify(body);
+    const headers: Record<string, string | number> = {
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(text), // not chunked: clients may read by length
+    };
     if (stopping) headers.connection = "close";
-    res.writeHead(status, headers).end(JSON.stringify(body));
+    res.writeHead(status, headers).end(text);
   } finally {
     inflight -= 1;
   }
