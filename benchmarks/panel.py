@@ -97,11 +97,7 @@ class ConnectionMonitor:
             snap.update(db_up=False, error=first)
             self._snapshot = snap
             return snap
-        counts = {
-            app.removeprefix("connbench:"): figures
-            for app, figures in by_app.items()
-            if app.removeprefix("connbench:") in TARGETS
-        }
+        counts = {t.id: by_app[t.conn_key] for t in TARGETS.values() if t.conn_key in by_app}
         users = self._users()
         ids = self.targets + sorted(t for t in {*counts, *users} if t not in self.targets)
         rows = []

@@ -17,15 +17,17 @@ import psutil
 import psycopg
 
 SAMPLER_APP = "connbench:sampler"
+# Every client of the database but the sampler, by application_name and role: a target is counted under its
+# application_name (`connbench:<id>`, or what a user's service sets) or, for a user's service recognised by its
+# role, under "role:<name>" (Target.conn_key). Other users' rows need pg_read_all_stats (pg_monitor) to show.
 CONNECTIONS_SQL = """
-SELECT application_name,
+SELECT application_name, usename,
        count(*) AS total,
        count(*) FILTER (WHERE state = 'active') AS active,
        count(*) FILTER (WHERE state LIKE 'idle%%') AS idle
 FROM pg_stat_activity
-WHERE backend_type = 'client backend' AND datname = %s AND application_name LIKE 'connbench:%%'
-  AND application_name <> 'connbench:sampler'
-GROUP BY application_name
+WHERE backend_type = 'client backend' AND datname = %s AND application_name <> 'connbench:sampler'
+GROUP BY application_name, usename
 """
 SESSIONS_SQL = "SELECT sessions FROM pg_stat_database WHERE datname = %s"
 
@@ -38,9 +40,14 @@ def open_monitor(admin_dsn: str) -> psycopg.Connection:
 
 
 def poll_connections(conn: psycopg.Connection, dbname: str = "connbench") -> dict[str, dict[str, int]]:
-    """{application_name: {total, active, idle}} for every connbench client of `dbname`."""
-    rows = conn.execute(CONNECTIONS_SQL, (dbname,)).fetchall()
-    return {name: {"total": total, "active": active, "idle": idle} for name, total, active, idle in rows}
+    """{application_name or "role:<name>": {total, active, idle}} for every client of `dbname`."""
+    out: dict[str, dict[str, int]] = {}
+    for name, role, *figures in conn.execute(CONNECTIONS_SQL, (dbname,)).fetchall():
+        for key in (name, f"role:{role}"):
+            counts = out.setdefault(key, {"total": 0, "active": 0, "idle": 0})
+            for k, v in zip(("total", "active", "idle"), figures, strict=True):
+                counts[k] += v
+    return out
 
 
 def poll_sessions(conn: psycopg.Connection, dbname: str = "connbench") -> int:

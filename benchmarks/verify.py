@@ -1,0 +1,166 @@
+"""Verify before measuring, as TechEmpower's toolset does: a broken target is named, not measured.
+
+Each target (started for the check unless it is a --url service) must answer GET /db with a JSON object
+whose `id` and `randomNumber` are integers, and PostgreSQL must show its connections under the name the
+sampler counts them by (Target.conn_key) while it serves a few requests. A target that fails gets one line
+saying what was wrong; `connbench run` leaves it out (manifest `skipped_targets`), `connbench verify` exits 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from benchmarks.procs import free_port, log_tail, stop_process
+from benchmarks.sampler import open_monitor, poll_connections
+from targets.strategies import TARGETS, Target, get_target
+from targets.yours import UserTarget, register, running_url
+
+SEEN_WITHIN_S = 5.0
+
+
+def check_db(url: str, timeout: float = 10.0) -> str | None:
+    """What is wrong with GET /db, or None when it answers {"id": int, "randomNumber": int}."""
+    try:
+        resp = httpx.get(f"{url}/db", timeout=timeout)
+    except httpx.HTTPError as exc:
+        return f"GET {url}/db failed: {type(exc).__name__}: {str(exc).strip() or 'no answer'}"
+    if resp.status_code != 200:
+        return f"GET /db answered HTTP {resp.status_code}: {resp.text.strip()[:120]!r}"
+    try:
+        body = resp.json()
+    except ValueError:
+        return f"GET /db answered no JSON: {resp.text.strip()[:120]!r}"
+    if not isinstance(body, dict) or any(type(body.get(k)) is not int for k in ("id", "randomNumber")):
+        return f'GET /db answered {resp.text.strip()[:120]}, not {{"id": <int>, "randomNumber": <int>}}'
+    return None
+
+
+def connections_seen(url: str, monitor_dsn: str, dbname: str, key: str, within: float = SEEN_WITHIN_S) -> bool:
+    """Does PostgreSQL show a connection counted under `key` while the target serves GET /db back to back?
+
+    A target that connects per request holds its connection for a millisecond or two, so the requests run
+    in threads while this polls pg_stat_activity as fast as it can.
+    """
+    done = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=5.0) as client:
+            while not done.is_set():
+                with contextlib.suppress(httpx.HTTPError):
+                    client.get(f"{url}/db")
+
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        with contextlib.closing(open_monitor(monitor_dsn)) as mon:
+            deadline = time.monotonic() + within
+            while time.monotonic() < deadline:
+                if poll_connections(mon, dbname).get(key, {}).get("total", 0):
+                    return True
+                time.sleep(0.002)
+        return False
+    finally:
+        done.set()
+        for t in threads:
+            t.join(10)
+
+
+def verify_url(target: Target, url: str, monitor_dsn: str, dbname: str) -> str | None:
+    problem = check_db(url)
+    if problem:
+        return problem
+    try:
+        seen = connections_seen(url, monitor_dsn, dbname, target.conn_key)
+    except psycopg.Error as exc:
+        return f"cannot read pg_stat_activity: {str(exc).strip().splitlines()[0]}"
+    if not seen:
+        how = getattr(target, "recognised_by", f"application_name {target.conn_key!r}")
+        return f"PostgreSQL showed no connection of database {dbname!r} with {how} while it served /db"
+    return None
+
+
+def verify_target(target_id: str, pg: Any, net: Any, pooler: str, log_dir: Path) -> str | None:
+    """Start the target (unless it is already running), check it, stop it; what was wrong or None."""
+    from benchmarks.runner import start_target, wait_ready
+
+    target = get_target(target_id)
+    dbname = getattr(pg, "dbname", "connbench")
+    url = running_url(target)
+    if url:
+        return verify_url(target, url, pg.admin_dsn, dbname)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = log_dir / f"{target.id}.log"
+    try:
+        proc = start_target(target.id, net.dsn(target.id, pooler), port, 1, {}, log)
+    except OSError as exc:
+        return f"cannot start it: {exc.filename or ''} {exc.strerror}".replace("  ", " ")
+    try:
+        if wait_ready(url, proc, path=target.ready_path) is None:
+            how = "exited" if proc.poll() is not None else f"did not answer {target.ready_path} with 200"
+            return f"it {how} on start: " + log_tail(log, 3).replace("\n", " | ")
+        return verify_url(target, url, pg.admin_dsn, dbname)
+    finally:
+        stop_process(proc, signal.SIGTERM, 15)
+
+
+def verify_targets(
+    target_ids: list[str], pg: Any, net: Any, pooler: str, say: Callable[[str], None] | None = None
+) -> dict[str, str]:
+    """Check every target (`say`: one line each); {target: what was wrong} for those that failed."""
+    failed: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="connbench-verify-") as tmp:
+        for t in target_ids:
+            problem = verify_target(t, pg, net, pooler, Path(tmp))
+            if problem:
+                failed[t] = f"verify failed: {problem}"
+            if say is not None:
+                say(f"{t}: {'FAILED: ' + problem if problem else 'ok'}")
+    return failed
+
+
+def choose_verified(
+    target_names: list[str] | None, user_targets: list[UserTarget], db: Any, say: Callable[[str], None] | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """The targets of a run, verified, and {target: why it is left out} for the others.
+
+    The built-in targets named (all runnable ones unless the user gave targets of their own), then the user's
+    targets; on an existing database (`db`) without the pgbouncer targets (connbench puts no PgBouncer in
+    front of a database it did not start).
+    """
+    from benchmarks.pgbouncer import choose_targets
+
+    user_ids = [t.id for t in user_targets]
+    builtin = [n for n in target_names or [] if n not in user_ids]
+    targets, skipped = choose_targets(builtin or None) if builtin or not user_targets else ([], {})
+    register(user_targets)  # after choose_targets: the user's targets belong to no buildable family
+    if db is not None:
+        why = "connbench puts no PgBouncer in front of a database it did not start (--dsn)"
+        skipped.update({t: why for t in targets if TARGETS[t].via_pgbouncer})
+    targets = [t for t in targets if t not in skipped] + user_ids
+    failed = verify_all(targets, db, say)
+    skipped.update(failed)
+    return [t for t in targets if t not in failed], skipped
+
+
+def verify_all(targets: list[str], db: Any, say: Callable[[str], None] | None = None) -> dict[str, str]:
+    """verify_targets on `db`, or on an embedded PostgreSQL (and PgBouncer) started for the check."""
+    from benchmarks.network import DEFAULT_POOLER, Network
+    from benchmarks.postgres import EmbeddedPostgres
+
+    poolers = (DEFAULT_POOLER,) if any(TARGETS[t].via_pgbouncer for t in targets) else ()
+    with contextlib.ExitStack() as stack:
+        pg = db if db is not None else stack.enter_context(EmbeddedPostgres())
+        net = stack.enter_context(Network(pg, 0, poolers))
+        return verify_targets(targets, pg, net, DEFAULT_POOLER, say)
