@@ -94,6 +94,16 @@ def test_db_rtt_20_every_round_trip_costs_20_ms(tls: bool) -> None:
             assert connect >= 3 * 0.020 and select >= 0.018, (connect, select)
 
 
+@pytest.mark.skipif(bool(missing_reason()), reason=missing_reason() or "")
+def test_pooler_near_the_app_keeps_connects_local() -> None:
+    with connbench_db("--rtt", "20", "--pooler", "near-db,near-app") as lines:
+        near_db = connect_and_select(lines["pgbouncer-near-db"], n=5)
+        near_app = connect_and_select(lines["pgbouncer-near-app"], n=5)
+    # near the database every client connect crosses the distance; near the app only the query does
+    assert near_db[0] >= 3 * 0.020 and near_db[0] >= 3 * near_app[0], (near_db, near_app)
+    assert near_app[1] >= 0.018 and near_db[1] >= 0.018, (near_db, near_app)
+
+
 def test_db_rtt_0_is_loopback() -> None:
     with connbench_db("--rtt", "0") as lines:
         connect, _ = connect_and_select(lines["postgres"], n=5)
@@ -168,3 +178,34 @@ def test_smoke_run_across_a_distance(tmp_path: Path) -> None:
     # a pool pays it once per query: about one round trip more (wide margins)
     grown = p50["pool-eager", 10] - p50["pool-eager", 0]
     assert 5 <= grown <= 30, p50
+
+
+def test_network_table_makes_one_cell_per_path(tmp_path: Path) -> None:
+    from benchmarks.errors import ConnbenchError
+    from benchmarks.runner import plan, with_path_override
+    from benchmarks.scenario import parse_scenario
+
+    f = tmp_path / "far.toml"
+    f.write_text(
+        'targets = ["per-request-asyncpg", "pgbouncer-asyncpg"]\n[network]\nrtt_ms = [0, 10]\n'
+        'pooler = ["near-db", "near-app"]\n[profiles.smoke]\nusers = [2]\nnetwork = {tls = true}\n'
+    )
+    sc = parse_scenario(f, "smoke")
+    assert sc is not None and (sc.rtt_ms, sc.tls, sc.pooler) == ((0, 10), (True,), ("near-db", "near-app"))
+    ids = [c.id for c in plan([sc], ["per-request-asyncpg", "pgbouncer-asyncpg"])]
+    assert sorted(ids) == sorted(
+        [
+            "far.per-request-asyncpg.u2.tls.r1",
+            "far.per-request-asyncpg.u2.rtt10.tls.r1",
+            "far.pgbouncer-asyncpg.u2.tls.r1",
+            "far.pgbouncer-asyncpg.u2.tls.near-app.r1",
+            "far.pgbouncer-asyncpg.u2.rtt10.tls.r1",
+            "far.pgbouncer-asyncpg.u2.rtt10.tls.near-app.r1",
+        ]
+    )
+    (over,) = with_path_override([sc], ((2,), (False,), None))
+    assert [c.id for c in plan([over], ["per-request-asyncpg"])] == ["far.per-request-asyncpg.u2.rtt2.r1"]
+    for bad in ("rtt_ms = [-1]", 'tls = "yes"', 'pooler = ["far"]', "hops = 2"):
+        f.write_text(f"[network]\n{bad}\n[profiles.smoke]\nusers = [2]\n")
+        with pytest.raises(ConnbenchError, match=r"\[network\]"):
+            parse_scenario(f, "smoke")
