@@ -23,6 +23,10 @@ the file and the key, so a typo never silently changes a benchmark.
     [target]
     workers = 1
     env = {CONNBENCH_POOL_MAX = "10"}
+    [network]                           # the connection path; --rtt/--tls/--pooler replace it for a run
+    rtt_ms = [0, 10]                    # one set of cells per RTT added to the database side (ms)
+    tls = [false, true]                 # and per TLS mode
+    pooler = ["near-db", "near-app"]    # the pgbouncer targets once per place of PgBouncer
     [[actions]]                         # things done to the stack at a time after load start
     at = 8
     do = "restart-db"                   # restart-db | sigterm | sigkill | mark (only logs an event)
@@ -31,6 +35,7 @@ the file and the key, so a typo never silently changes a benchmark.
     users = [4]
     duration = 3
     repeats = 1
+    network = {rtt_ms = [10]}
 
 Open-model load (kind "arrival": one cell per rate; kind "capacity": one search per target):
 
