@@ -301,9 +301,10 @@ def run_load_cell(
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url,
            "--csv", str(raw / "locust"), "--csv-full-history", "--only-summary", "--stop-timeout", "2",
            "--exit-code-on-error", "0", "--loglevel", "WARNING", target.id]  # fmt: skip
-    if sc.kind in OPEN_KINDS:
-        open_env, cmd[-1:] = open_load(cell, load_workers)
+    if sc.kind in OPEN_KINDS:  # the target's arrival user class in place of its closed loop
+        open_env, open_args = open_load(cell, load_workers)
         locust_env.update(open_env)
+        cmd[-1:] = open_args
     if load_workers > 1:
         # Locust's own master + forked workers, talking on loopback over a free port (not *:5557)
         master_port = str(free_port())
