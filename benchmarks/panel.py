@@ -247,7 +247,8 @@ def _runner_users(environment: Any) -> dict[str, int]:
     out: dict[str, int] = {}
     for name, n in counts.items():
         cls = by_name.get(name)
-        out[getattr(cls, "target_id", None) or name] = n
+        key = getattr(cls, "target_id", None) or name  # a target's closed-loop and arrival users add up
+        out[key] = out.get(key, 0) + n
     return out
 
 
