@@ -3,10 +3,11 @@
     python -m benchmarks.compose > docker-compose.yml
     python -m benchmarks.compose --env-example > .env.example
 
-Services: `postgres` (official image, World table seeded from benchmarks/sql/init.sql), `pgbouncer` (Debian's
-package, transaction mode), one service per target id (the service name is the target id) on its own
-loopback host port, `locust` (master with the web UI and the connection panel) and `worker`
-(`--scale worker=N`), and `bench` (profile `bench`: the headless matrix into ./results).
+Services: `postgres` (Debian's PostgreSQL 15, World table seeded from benchmarks/sql/init.sql), `pgbouncer`
+(Debian's package, transaction mode), one service per target id (the service name is the target id) on its
+own loopback host port, `locust` (master with the web UI and the connection panel) and `worker`
+(`--scale worker=N`), and `bench` (profile `bench`: the headless matrix into ./results). Every image builds
+FROM debian:bookworm-slim (benchmarks/docker/debian-base.sh makes it where no registry is reachable).
 Every target service gets only the variables a target reads: CONNBENCH_TARGET, CONNBENCH_DSN,
 CONNBENCH_HOST, CONNBENCH_PORT, CONNBENCH_WORKERS and the settings of targets.strategies.SETTINGS.
 """
@@ -19,37 +20,42 @@ from typing import Any
 
 from benchmarks.pgbouncer import DEFAULT_POOL_SIZE
 from benchmarks.postgres import BASE_SETTINGS, DB_NAME, DB_USER
+from targets.families import FAMILIES
 from targets.strategies import SETTINGS, TARGETS
 
-IMAGE = "connbench:latest"
-BUILD = {"context": ".", "dockerfile": "targets/Dockerfile"}
+IMAGE = "connbench:latest"  # the python stage: the python targets, Locust and `bench`
+DOCKERFILE = "targets/Dockerfile"
+# The stage of targets/Dockerfile that runs each runtime's targets. A family with another runtime needs a
+# stage there (and the COPY of its lockfile) and a line here; until then generating the file fails.
+STAGES = {"python": "python", "node": "node", "workerd": "node"}
 PGBOUNCER_BUILD = "benchmarks/docker/pgbouncer"
-POSTGRES_IMAGE = "postgres:16-bookworm"
+POSTGRES_BUILD = "benchmarks/docker/postgres"
+POSTGRES_DATA = "/var/lib/postgresql/data"  # the PGDATA of the postgres image
 TARGET_PORT = 8000  # inside each target container
 TARGET_HOST_PORT_BASE = 8101  # the first target's port on the host; the others follow in registry order
 PG_PORT = 5432
 PGBOUNCER_PORT = 6432
 LOCUSTFILE = "benchmarks/locustfile.py"  # relative to the image's working directory, /app
+BENCH_SCRIPT = "/app/benchmarks/docker/bench"
 # Environment variables a target process reads (targets/app.py, `connbench serve`).
 TARGET_ENV = ("CONNBENCH_TARGET", "CONNBENCH_DSN", "CONNBENCH_HOST", "CONNBENCH_PORT", "CONNBENCH_WORKERS")
 
 HEADER = """\
 # Generated from the target registry by `python -m benchmarks.compose > docker-compose.yml`; edit
 # benchmarks/compose.py instead (tests/test_compose.py fails when the two differ).
-# Copy .env.example to .env first (it documents every variable used here).
+# Runs as it is (no .env needed: every port is published on 127.0.0.1 only); .env overrides the defaults,
+# and .env.example documents every variable used here.
 """
 
 # name -> (default or None when required, what it is); the order is the order of .env.example.
 VARIABLES: dict[str, tuple[str | None, str]] = {
-    "POSTGRES_USER": (
-        DB_USER,
-        "PostgreSQL role the official image creates (a superuser) and the targets connect as",
-    ),
+    "POSTGRES_USER": (DB_USER, "PostgreSQL role the targets connect as (it owns POSTGRES_DB)"),
     "POSTGRES_PASSWORD": (
-        None,
-        "its password (required; URL-safe characters only, it is part of the targets' DSN)",
+        "connbench",  # safe as a default only because every port is published on 127.0.0.1
+        "password of that role and of the superuser `postgres` (URL-safe characters: it goes into DSNs; "
+        "read when the database volume is created, `docker compose down -v` to change it)",
     ),
-    "POSTGRES_DB": (DB_NAME, "database the official image creates; init.sql seeds its World table"),
+    "POSTGRES_DB": (DB_NAME, "database created on an empty volume; init.sql seeds its World table"),
     "PG_MAX_CONNECTIONS": ("100", "PostgreSQL max_connections (the connection cap the leaky targets hit)"),
     "PG_HOST_PORT": ("55432", "PostgreSQL's port on the host (published on 127.0.0.1 only)"),
     "PGBOUNCER_POOL_SIZE": (str(DEFAULT_POOL_SIZE), "PgBouncer server connections per user/database"),
@@ -57,6 +63,13 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     **{s.env: (str(s.default), s.doc) for s in SETTINGS.values()},
     "LOCUST_WEB_PORT": ("8089", "the Locust web UI's port on the host (published on 127.0.0.1 only)"),
     "BENCH_PROFILE": ("quick", "profile the `bench` service runs: smoke, quick or full"),
+    "BENCH_ARGS": ("", "more `connbench run` options for `bench`, e.g. --targets global-asyncpg --scenarios steady"),
+    "BENCH_RESULTS": ("./results", "host folder `bench` writes its run folders into (as the folder's owner)"),
+    "CONNBENCH_EXTRA_CA": (
+        "",
+        "PEM text of extra CA certificates builds trust for HTTPS (an intercepting proxy); set it in the "
+        'shell, not here: CONNBENCH_EXTRA_CA="$(cat ca.pem)" docker compose build',
+    ),
 }
 
 
@@ -87,6 +100,37 @@ def healthy(*services: str) -> dict[str, dict[str, str]]:
     return {s: {"condition": "service_healthy"} for s in services}
 
 
+def http_check(port: int, path: str, interval: str = "2s", retries: int = 60) -> dict[str, Any]:
+    """A health check that GETs `path` and wants a 200, with bash alone (every image has it, not every
+    image has an HTTP client; a bash is far lighter than a Python started every few seconds). HTTP/1.1
+    with a Host: workerd refuses HTTP/1.0 without one."""
+    script = (
+        f"exec 3<>/dev/tcp/127.0.0.1/{port} && printf 'GET {path} HTTP/1.1\\r\\nHost: localhost\\r\\n"
+        "Connection: close\\r\\n\\r\\n' >&3 "
+        "&& head -n1 <&3 | grep -q ' 200 '"
+    )
+    return {"test": ["CMD", "bash", "-c", script], "interval": interval, "timeout": "3s", "retries": retries}
+
+
+def image(stage: str = "python") -> dict[str, Any]:
+    """`image` and `build` of a service run from a stage of targets/Dockerfile (the extra CA goes in, for
+    pip and npm over HTTPS)."""
+    name = IMAGE if stage == "python" else f"connbench-{stage}:latest"
+    args = {"CONNBENCH_EXTRA_CA": var("CONNBENCH_EXTRA_CA")}
+    return {"image": name, "build": {"context": ".", "dockerfile": DOCKERFILE, "target": stage, "args": args}}
+
+
+def target_stage(target_id: str) -> str:
+    family = FAMILIES.get(TARGETS[target_id].family)
+    runtime = family.runtime if family else "python"
+    if runtime not in STAGES:
+        raise SystemExit(
+            f"no image runs the {family.name} family's runtime {runtime!r}: add a stage to {DOCKERFILE} "
+            "and to STAGES in benchmarks/compose.py"
+        )
+    return STAGES[runtime]
+
+
 def target_service(target_id: str) -> dict[str, Any]:
     target = TARGETS[target_id]
     upstream = ("pgbouncer", PGBOUNCER_PORT) if target.via_pgbouncer else ("postgres", PG_PORT)
@@ -99,12 +143,13 @@ def target_service(target_id: str) -> dict[str, Any]:
         **{s.env: var(s.env) for s in SETTINGS.values()},
     }
     return {
-        "image": IMAGE,
-        "build": dict(BUILD),
+        **image(target_stage(target_id)),
         "command": ["connbench", "serve", target_id],
         "environment": environment,
         "ports": [f"127.0.0.1:{host_port(target_id)}:{TARGET_PORT}"],
         "depends_on": healthy("pgbouncer" if target.via_pgbouncer else "postgres"),
+        # Ready, not only alive: the load side starts once every pool that fills eagerly is full.
+        "healthcheck": http_check(TARGET_PORT, "/ready"),
         # SIGTERM: drain, run the exit hook (up to CONNBENCH_SHUTDOWN_TIMEOUT), close connections.
         "stop_grace_period": "40s",
     }
@@ -116,21 +161,18 @@ def postgres_service() -> dict[str, Any]:
         f" -c {k}={v}" for k, v in settings.items()
     )
     return {
-        "image": POSTGRES_IMAGE,
+        "image": "connbench-postgres:latest",
+        "build": POSTGRES_BUILD,
         "command": command,
         "environment": {n: var(n) for n in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB")},
         # The one SQL file the embedded stack seeds from too; the image runs it once, on an empty volume.
-        "volumes": ["./benchmarks/sql/init.sql:/docker-entrypoint-initdb.d/init.sql:ro"],
+        # Its health check answers over TCP only once that has run.
+        "volumes": [
+            "./benchmarks/sql/init.sql:/docker-entrypoint-initdb.d/init.sql:ro",
+            f"pgdata:{POSTGRES_DATA}",
+        ],
         "ports": [f"127.0.0.1:{var('PG_HOST_PORT')}:{PG_PORT}"],
         "shm_size": "256m",
-        # Over TCP: during initialisation the image's temporary server listens on its socket only, so a
-        # TCP answer means init.sql has run.
-        "healthcheck": {
-            "test": ["CMD-SHELL", 'pg_isready -h 127.0.0.1 -U "$${POSTGRES_USER}" -d "$${POSTGRES_DB}"'],
-            "interval": "2s",
-            "timeout": "5s",
-            "retries": 60,
-        },
     }
 
 
@@ -149,6 +191,9 @@ def pgbouncer_service() -> dict[str, Any]:
     }
 
 
+ADMIN_DSN = f"postgresql://postgres:{var('POSTGRES_PASSWORD')}@postgres:{PG_PORT}/postgres"
+
+
 def locust_command(*args: str) -> list[str]:
     return ["locust", "-f", LOCUSTFILE, *args]
 
@@ -159,48 +204,35 @@ def build_compose() -> dict[str, Any]:
     services: dict[str, Any] = {"postgres": postgres_service(), "pgbouncer": pgbouncer_service()}
     services.update({t: target_service(t) for t in TARGETS})
     services["locust"] = {
-        "image": IMAGE,
-        "build": dict(BUILD),
+        **image(),
         "command": locust_command("--master", "--web-host", "0.0.0.0", "--web-port", "8089", "--class-picker"),
-        "environment": {**load_env, "CONNBENCH_ADMIN_DSN": dsn("postgres", PG_PORT, "postgres")},
+        # The panel counts connections as the superuser, which keeps its reserved slots when targets hit the cap.
+        "environment": {**load_env, "CONNBENCH_ADMIN_DSN": ADMIN_DSN},
         "ports": [f"127.0.0.1:{var('LOCUST_WEB_PORT')}:8089"],
         "depends_on": healthy(*TARGETS),
-        "healthcheck": {
-            "test": [
-                "CMD",
-                "python",
-                "-c",
-                "import urllib.request as u; u.urlopen('http://127.0.0.1:8089/')",
-            ],
-            "interval": "5s",
-            "timeout": "3s",
-            "retries": 10,
-        },
+        "healthcheck": http_check(8089, "/", interval="5s", retries=10),
     }
     services["worker"] = {
-        "image": IMAGE,
-        "build": dict(BUILD),
+        **image(),
         "command": locust_command("--worker", "--master-host", "locust"),
         "environment": dict(load_env),
         "depends_on": {"locust": {"condition": "service_started"}},
         "healthcheck": {"disable": True},
     }
-    profile = var("BENCH_PROFILE")
     services["bench"] = {
-        "image": IMAGE,
-        "build": dict(BUILD),
+        **image(),
         "profiles": ["bench"],
-        # `connbench run` starts its own embedded stack inside the container, so it needs no other service.
-        "command": [
-            "sh",
-            "-c",
-            f"exec connbench run --profile {profile} --out /results/$$(date -u +%Y%m%dT%H%M%SZ)-{profile}",
-        ],
-        "volumes": ["./results:/results"],
+        # `connbench run` starts its own embedded stack inside the container (it restarts and reconfigures
+        # PostgreSQL and stops targets, which the services above are not for), so it needs no other service.
+        # Root only to hand the run folder to the owner of BENCH_RESULTS (see the script).
+        "user": "root",
+        "entrypoint": [BENCH_SCRIPT],
+        "environment": {"BENCH_PROFILE": var("BENCH_PROFILE"), "BENCH_ARGS": var("BENCH_ARGS")},
+        "volumes": [f"{var('BENCH_RESULTS')}:/results"],
         "shm_size": "512m",
         "healthcheck": {"disable": True},
     }
-    return {"services": services}
+    return {"services": services, "volumes": {"pgdata": {}}}
 
 
 def render_compose() -> str:

@@ -1,8 +1,9 @@
 """docker-compose.yml against the registry, and every target service's command run natively.
 
-There is no Docker engine here: `docker-compose config` validates the file, and each target service's own
-`command` and `environment` run as local processes against the embedded PostgreSQL / PgBouncer (the
-service names `postgres` and `pgbouncer` mapped to 127.0.0.1 and their ports).
+Without a Docker engine (tests/test_docker.py runs the containers where one can start): `docker-compose
+config` validates the file, and each target service's own `command` and `environment` run as local
+processes against the embedded PostgreSQL / PgBouncer (the service names `postgres` and `pgbouncer` mapped
+to 127.0.0.1 and their ports); the images' entrypoints and health checks run natively too.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ def test_load_side_knows_every_target():
         assert pairs == {t: f"http://{t}:{compose.TARGET_PORT}" for t in TARGETS}
     assert "CONNBENCH_ADMIN_DSN" in services["locust"]["environment"]
     assert services["bench"]["profiles"] == ["bench"]
-    assert "./results:/results" in services["bench"]["volumes"]
+    assert services["bench"]["volumes"] == ["${BENCH_RESULTS:-./results}:/results"]
 
 
 def test_env_example_documents_every_variable():
@@ -132,9 +133,9 @@ def test_env_example_documents_every_variable():
             assert text[i - 1].startswith("# "), f"{line} has no comment"
 
 
-def test_init_sql_is_mounted_into_the_official_image():
+def test_init_sql_is_mounted_into_the_postgres_image():
     pg = load_compose()["services"]["postgres"]
-    assert pg["image"].startswith("postgres:")
+    assert pg["build"] == "benchmarks/docker/postgres"
     assert "./benchmarks/sql/init.sql:/docker-entrypoint-initdb.d/init.sql:ro" in pg["volumes"]
     assert "max_connections=${PG_MAX_CONNECTIONS:-100}" in pg["command"]
     assert (REPO / "benchmarks" / "sql" / "init.sql").is_file()
@@ -164,12 +165,21 @@ def test_docker_compose_accepts_the_file():
 
 
 @needs_docker_compose
-def test_docker_compose_refuses_to_run_without_a_password(tmp_path):
+def test_docker_compose_runs_without_an_env_file_and_env_overrides(tmp_path):
     empty = tmp_path / "empty.env"
     empty.write_text("")
-    out = docker_compose("config", "-q", env_file_path=empty)
-    assert out.returncode != 0
-    assert "POSTGRES_PASSWORD" in out.stderr
+    out = docker_compose("config", env_file_path=empty)
+    assert out.returncode == 0, out.stderr
+    default = yaml.safe_load(out.stdout)["services"]
+    assert default["postgres"]["environment"]["POSTGRES_PASSWORD"] == env_file(ENV_EXAMPLE)["POSTGRES_PASSWORD"]
+    own = tmp_path / "own.env"
+    own.write_text("POSTGRES_PASSWORD=other-pw\nLOCUST_WEB_PORT=9999\n")
+    out = docker_compose("config", env_file_path=own)
+    assert out.returncode == 0, out.stderr
+    resolved = yaml.safe_load(out.stdout)["services"]
+    assert resolved["postgres"]["environment"]["POSTGRES_PASSWORD"] == "other-pw"
+    assert ":other-pw@postgres:" in resolved["global-asyncpg"]["environment"]["CONNBENCH_DSN"]
+    assert [str(p) for p in resolved["locust"]["ports"]] == ["127.0.0.1:9999:8089/tcp"]  # compose v1's form
 
 
 @needs_docker_compose
@@ -184,17 +194,18 @@ def test_docker_compose_resolves_target_environment_as_we_do():
 
 
 # -- each target service, run natively -----------------------------------------------------------------
-def native_service(tid: str, pg_port: int, bouncer_port: int | None, port: int) -> tuple[list[str], dict]:
-    """The service's command and environment with the .env.example values, as a local process."""
+def native_service(tid: str, local_dsn: str, port: int) -> tuple[list[str], dict]:
+    """The service's command and environment with the .env.example values, as a local process; its DSN
+    names the same database through the same service (PostgreSQL or PgBouncer), here on loopback with the
+    embedded cluster's own password."""
     svc = load_compose()["services"][tid]
     values = env_file(ENV_EXAMPLE)
     env = {k: interpolate(str(v), values) for k, v in svc["environment"].items()}
-    env["CONNBENCH_DSN"] = (
-        env["CONNBENCH_DSN"]
-        .replace(f"@postgres:{compose.PG_PORT}/", f"@127.0.0.1:{pg_port}/")
-        .replace(f"@pgbouncer:{compose.PGBOUNCER_PORT}/", f"@127.0.0.1:{bouncer_port}/")
-    )
-    assert "@127.0.0.1:" in env["CONNBENCH_DSN"]
+    user, password, db = (values[k] for k in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"))
+    via = TARGETS[tid].via_pgbouncer
+    host, port_in = ("pgbouncer", compose.PGBOUNCER_PORT) if via else ("postgres", compose.PG_PORT)
+    assert env["CONNBENCH_DSN"] == f"postgresql://{user}:{password}@{host}:{port_in}/{db}"
+    env["CONNBENCH_DSN"] = local_dsn
     env["CONNBENCH_HOST"] = "127.0.0.1"  # what the container binds as 0.0.0.0 stays on loopback here
     env["CONNBENCH_PORT"] = str(port)  # its port inside the container, a free one here
     command = list(svc["command"])
@@ -242,9 +253,9 @@ def run_native(command: list[str], env: dict[str, str], port: int) -> Iterator[s
 
 @pytest.mark.parametrize("tid", list(TARGETS))
 def test_target_service_command_serves_db(tid, pg, request):
-    bouncer_port = request.getfixturevalue("bouncer").port if TARGETS[tid].via_pgbouncer else None
+    local_dsn = request.getfixturevalue("bouncer").dsn if TARGETS[tid].via_pgbouncer else pg.dsn
     port = free_port()
-    command, env = native_service(tid, pg.port, bouncer_port, port)
+    command, env = native_service(tid, local_dsn, port)
     with run_native(command, env, port) as url:
         # One request: the first one succeeds for every strategy (edge-global-asyncpg fails the second
         # by design, which tests/ of the targets cover).
@@ -273,7 +284,7 @@ def test_pgbouncer_entrypoint_pools_with_the_password(pg):
         "POSTGRES_HOST": "127.0.0.1",
         "POSTGRES_PORT": str(pg.port),
         "POSTGRES_USER": "connbench",
-        "POSTGRES_PASSWORD": "s3cret-pw",
+        "POSTGRES_PASSWORD": pg.password,  # the embedded cluster's, which PgBouncer logs in with
         "POSTGRES_DB": "connbench",
         "PGBOUNCER_LISTEN_ADDR": "127.0.0.1",
         "PGBOUNCER_PORT": str(port),
@@ -290,11 +301,11 @@ def test_pgbouncer_entrypoint_pools_with_the_password(pg):
     )
     try:
         assert wait_port(port, 15, proc), proc.stdout.read().decode() if proc.poll() is not None else "no port"
-        dsn = f"postgresql://connbench:s3cret-pw@127.0.0.1:{port}/connbench"
+        dsn = f"postgresql://connbench:{pg.password}@127.0.0.1:{port}/connbench"
         with psycopg.connect(dsn, application_name="connbench:tests", prepare_threshold=None) as conn:
             assert conn.execute("SELECT count(*) FROM world").fetchone()[0] == 10_000
         with pytest.raises(psycopg.OperationalError):
-            psycopg.connect(dsn.replace("s3cret-pw", "wrong"), connect_timeout=5).close()
+            psycopg.connect(dsn.replace(pg.password, "wrong"), connect_timeout=5).close()
         ini = (config_dir / "pgbouncer.ini").read_text()
         assert "pool_mode = transaction" in ini and "default_pool_size = 3" in ini
         check = dockerfile_healthcheck(ENTRYPOINT.parent / "Dockerfile")
