@@ -126,6 +126,7 @@ def create_app(target_id: str | None = None, dsn: str | None = None) -> Starlett
             {
                 "target": target.id,
                 "strategy": target.strategy,
+                "family": target.family,
                 "driver": target.driver,
                 "pid": os.getpid(),
                 "started_at": state["started_at"],

@@ -59,6 +59,12 @@ def non_superuser_slots(pg: EmbeddedPostgres) -> int:
 
 
 # -- the registry --------------------------------------------------------------------------------------
+def test_every_target_names_its_family_in_stats(pg) -> None:
+    for tid in ("pool-lazy-asyncpg", "prisma-global", "worker-per-request"):
+        with start_target(tid, pg.dsn) as t:
+            assert t.stats()["family"] == TARGETS[tid].family
+
+
 def test_registry_has_every_family_target() -> None:
     for family, ids in FAMILY_TARGETS.items():
         assert [t for t, x in TARGETS.items() if x.family == family] == ids
