@@ -209,6 +209,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         path=_path_options(args, many=True),
         user_targets=_user_targets(args),
         dsn=args.dsn,
+        load_master=args.load_master or "",
     )
     print(f"results: {out}", flush=True)
     if not args.no_report:
@@ -313,6 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--load-workers", type=_load_workers, default=1, help="Locust processes (its --processes), or auto")
     _add_path_options(s, many=True)
     _add_service_options(s)
+    s.add_argument(
+        "--load-master", type=_host_port, default=None, metavar="HOST:PORT",
+        help="Locust's master listens here for --load-workers N `connbench load-worker`s on other machines",
+    )  # fmt: skip
     s.set_defaults(func=cmd_run, parser=s)
 
     s = sub.add_parser("baseline", help="pgbench with and without -C on the World query; wrk where installed")
@@ -424,6 +429,43 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
 
 
 _extra_commands.append(_add_verify)
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host:
+        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT")
+    _port(port)
+    return value
+
+
+def cmd_load_worker(args: argparse.Namespace) -> int:
+    """Locust workers for `connbench run --load-master`, one after another: each cell's master ends its workers."""
+    import subprocess
+    from pathlib import Path
+
+    from targets.yours import register
+
+    register(_user_targets(args))  # the workers' user classes must match the master's
+    host, _, port = args.master.rpartition(":")
+    locustfile = Path(__file__).with_name("locustfile.py")
+    cmd = [sys.executable, "-m", "locust", "-f", str(locustfile), "--worker", "--master-host", host,
+           "--master-port", port, "--loglevel", "WARNING"]  # fmt: skip
+    print(f"# load worker for the master at {args.master}; Ctrl-C stops", flush=True)
+    while True:
+        subprocess.run(cmd, stdin=subprocess.DEVNULL)
+        time.sleep(0.5)
+
+
+def _add_load_worker(sub: argparse._SubParsersAction) -> None:
+    s = sub.add_parser("load-worker", help="Locust load worker for `connbench run --load-master` (until Ctrl-C)")
+    s.add_argument("--master", type=_host_port, required=True, metavar="HOST:PORT", help="the run's --load-master")
+    s.add_argument("--url", action="append", default=[], metavar="NAME=URL", help="the run's --url options")
+    s.add_argument("--app-name", action="append", default=[], metavar="NAME=APPNAME", help=argparse.SUPPRESS)
+    s.set_defaults(func=cmd_load_worker, target_file=[])
+
+
+_extra_commands.append(_add_load_worker)
 
 
 # -- build ---------------------------------------------------------------------------------------------

@@ -183,8 +183,8 @@ def new_manifest(run_id: str, profile: str, scenarios: list[Scenario], targets: 
 # -- processes -----------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def stack(cells: list[Cell], db: ExternalPostgres | None = None) -> Iterator[tuple[EmbeddedPostgres, Network]]:
-    """PostgreSQL configured for the cells' scenario and TLS mode, the connection path of their RTT and the
-    PgBouncers they need; all always stopped. `db`: an existing database (--dsn) instead, as it is."""
+    """PostgreSQL configured for the cells' server settings and TLS mode, the connection path of their RTT and
+    the PgBouncers they need; all always stopped. `db`: an existing database (--dsn) instead, as it is."""
     if db is not None:
         with Network(db) as net:
             yield db, net
@@ -251,7 +251,13 @@ class CellRun:
 
 
 def run_load_cell(
-    cell: Cell, pg: EmbeddedPostgres, net: Network, raw: Path, live: CellRun, load_workers: int = 1
+    cell: Cell,
+    pg: EmbeddedPostgres,
+    net: Network,
+    raw: Path,
+    live: CellRun,
+    load_workers: int = 1,
+    load_master: str = "",
 ) -> dict:
     sc, target = cell.scenario, get_target(cell.target)
     raw.mkdir(parents=True, exist_ok=True)
@@ -269,34 +275,16 @@ def run_load_cell(
         params=json.dumps({**db_params, **dict(cell.variant)}, separators=(",", ":")),
         pool_max=Settings.from_env({**os.environ, **target_env}).pool_max,
     )
-    proc = None  # a --url service runs already: nothing to start, signal or stop
-    if not running_url(target):
-        t_launch = time.time()
-        proc = start_target(target.id, dsn, port, sc.workers, target_env, raw / "target.log")
-        live.procs.append(proc)
-        t_ready = wait_ready(url, proc, path=target.ready_path)
-        if t_ready is None:
-            stop_process(proc, signal.SIGTERM, 10)
-            last = log_tail(raw / "target.log", 3).replace("\n", " | ")
-            return {**row, "valid": False, "invalid_reason": f"target failed to start: {last}"}
-        row["time_to_ready_s"] = t_ready - t_launch
-
-    sampler = Sampler(pg.admin_dsn, dbname=pg.dbname)
-    live.sampler = sampler
-    if proc is not None:
-        sampler.watch("target", proc.pid)
-    with contextlib.closing(open_monitor(pg.admin_dsn)) as mon:
-        sessions_before = poll_sessions(mon, pg.dbname)
-        row["conn_slots"] = conn_slots(mon)
-    sampler.start()
+    # Locust starts first and waits for the go file: its imports overlap the target's start-up, not the cell.
+    go = raw / "go"
     locust_out = raw / "locust"
-    window = WindowStart(url, locust_out)
     locust_env = {
         **os.environ,
         "CONNBENCH_LOCUST_OUT": str(locust_out),
         "CONNBENCH_STAGES": json.dumps(sc.load_stages(cell.users)),
         "CONNBENCH_WARMUP": str(sc.warmup),
         "CONNBENCH_DB_QUERY": urllib.parse.urlencode(db_params),
+        "CONNBENCH_GO_FILE": str(go),
     }
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url,
            "--csv", str(raw / "locust"), "--csv-full-history", "--only-summary", "--stop-timeout", "2",
@@ -305,7 +293,11 @@ def run_load_cell(
         open_env, open_args = open_load(cell, load_workers)
         locust_env.update(open_env)
         cmd[-1:] = open_args
-    if load_workers > 1:
+    if load_master:  # Locust's master at HOST:PORT; `connbench load-worker` processes elsewhere connect to it
+        host, _, master_port = load_master.rpartition(":")
+        cmd[-1:-1] = ["--master", "--master-bind-host", host, "--master-bind-port", master_port,
+                      "--expect-workers", str(load_workers), "--expect-workers-max-wait", "60"]  # fmt: skip
+    elif load_workers > 1:
         # Locust's own master + forked workers, talking on loopback over a free port (not *:5557)
         master_port = str(free_port())
         cmd[-1:-1] = ["--processes", str(load_workers), "--master-bind-host", "127.0.0.1",
@@ -320,14 +312,37 @@ def run_load_cell(
             preexec_fn=die_with_parent(),
         )
     live.procs.append(locust)
+    proc = None  # a --url service runs already: nothing to start, signal or stop
+    if not running_url(target):
+        t_launch = time.time()
+        proc = start_target(target.id, dsn, port, sc.workers, target_env, raw / "target.log")
+        live.procs.append(proc)
+        t_ready = wait_ready(url, proc, path=target.ready_path)
+        if t_ready is None:
+            stop_process(proc, signal.SIGTERM, 10)
+            stop_process(locust, signal.SIGTERM, 10)
+            last = log_tail(raw / "target.log", 3).replace("\n", " | ")
+            return {**row, "valid": False, "invalid_reason": f"target failed to start: {last}"}
+        row["time_to_ready_s"] = t_ready - t_launch
+
+    sampler = Sampler(pg.admin_dsn, dbname=pg.dbname)
+    live.sampler = sampler
+    if proc is not None:
+        sampler.watch("target", proc.pid)
+    with contextlib.closing(open_monitor(pg.admin_dsn)) as mon:
+        sessions_before = poll_sessions(mon, pg.dbname)
+        row["conn_slots"] = conn_slots(mon)
+    sampler.start()
     sampler.watch("locust", locust.pid)
+    window = WindowStart(url, locust_out)
+    go.touch()
     events = run_actions(sc, locust, locust_out, proc, pg)
     try:
         locust.wait(sc.total_seconds() + 90)
     except subprocess.TimeoutExpired:
         stop_process(locust, signal.SIGTERM, 10)
         row.update(valid=False, invalid_reason="load generator did not stop in time")
-    time.sleep(1.5)  # backends flush their session counters about once a second
+    time.sleep(0.5)  # the sampler's last tick (sessions_opened itself is read once the target has exited)
     samples = sampler.stop()
     live.sampler = None
     row["_died"] = proc is not None and proc.poll() is not None
@@ -496,6 +511,7 @@ def run_matrix(
     path: tuple[Any, Any, Any] = (None, None, None),
     user_targets: list[UserTarget] | None = None,
     dsn: str | None = None,
+    load_master: str = "",
 ) -> Path:
     """Run (or finish) a matrix and return its folder. `path`: (rtts, tls modes, poolers) from the command line,
     each None or replacing every scenario's [network] value."""
@@ -520,6 +536,7 @@ def run_matrix(
         if manifest.get("database", {}).get("dsn") and db is None:
             raise ConnbenchError(f"{resume} measured the database {manifest['database']['dsn']}: give --dsn again")
         load_workers = manifest.get("load_workers", 1)
+        load_master = manifest.get("load_master", "")
         baseline = manifest.get("baseline", baseline)
         out = resume
     else:
@@ -527,6 +544,11 @@ def run_matrix(
         scenarios = with_path_override(load_profile(profile, scenario_names), path)
         if db is not None:
             db.check()
+        if load_master and (target_names or not user_targets or not all(map(running_url, user_targets))):
+            raise ConnbenchError(
+                "--load-master: the targets connbench starts listen on loopback, out of reach of load workers on "
+                "other machines; measure services on other hosts with --url"
+            )
         targets, skipped = choose_verified(target_names, user_targets or [], db)
         if not targets:
             raise ConnbenchError("no runnable target: " + "; ".join(f"{t}: {r}" for t, r in skipped.items()))
@@ -545,7 +567,7 @@ def run_matrix(
             if created:
                 shutil.rmtree(out, ignore_errors=True)  # a failed start leaves no folder behind
             raise
-        manifest.update(load_workers=load_workers, baseline=baseline, path_override=path)
+        manifest.update(load_workers=load_workers, baseline=baseline, path_override=path, load_master=load_master)
         manifest.update(
             user_targets=[dataclasses.asdict(t) for t in user_targets or []],
             database={"dsn": db.describe(), "created": db.created} if db else {"embedded": True},
@@ -573,7 +595,7 @@ def run_matrix(
             tls = sorted({t for sc in scenarios for t in sc.tls})
             with console.status("baseline: pgbench with and without -C"):
                 run_baseline(out / "baseline.csv", rtts=rtts, tls=tls, db=db)
-        _run_cells(todo, run, live, console, load_workers, db)
+        _run_cells(todo, run, live, console, load_workers, db, load_master)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the clean-up half-way
         live.stop_all()
@@ -635,7 +657,13 @@ def describe_plan(profile: str, target_names: list[str] | None, scenario_names: 
 
 
 def _run_cells(
-    todo: list[Cell], run: Run, live: CellRun, console: Any, load_workers: int = 1, db: ExternalPostgres | None = None
+    todo: list[Cell],
+    run: Run,
+    live: CellRun,
+    console: Any,
+    load_workers: int = 1,
+    db: ExternalPostgres | None = None,
+    load_master: str = "",
 ) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -647,22 +675,24 @@ def _run_cells(
         task = progress.add_task("starting", total=len(todo), eta="?")
         spent = 0.0
         groups: dict[tuple, list[Cell]] = {}
-        for c in todo:  # one PostgreSQL per scenario and connection path (its settings and faults are its own)
-            groups.setdefault((c.scenario.name, c.tls, c.rtt_ms), []).append(c)
+        for c in todo:  # one PostgreSQL per server configuration and connection path, shared by the scenarios
+            sc = c.scenario
+            groups.setdefault((sc.max_connections, tuple(sorted(sc.pg_settings.items())), c.tls, c.rtt_ms), []).append(
+                c
+            )
         for group in groups.values():
-            sc = group[0].scenario
             with stack(group, db) as (pg, net):
                 for cell in group:
                     progress.update(task, description=cell.id)
                     partial = run.out / "raw" / ".partial"
                     shutil.rmtree(partial, ignore_errors=True)
                     others = set(other_connbench_runs())
-                    if sc.kind == "cold-start":
+                    if cell.scenario.kind == "cold-start":
                         from benchmarks.faults import run_cold_start_cell
 
                         row = run_cold_start_cell(cell, pg, net, partial, live)
                     else:
-                        row = run_load_cell(cell, pg, net, partial, live, load_workers)
+                        row = run_load_cell(cell, pg, net, partial, live, load_workers, load_master)
                     row.update(cell.path_columns())
                     for r in row.get("_timeseries", []):
                         r.update(cell.path_columns())

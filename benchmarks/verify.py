@@ -45,49 +45,42 @@ def check_db(url: str, timeout: float = 10.0) -> str | None:
     return None
 
 
-def connections_seen(url: str, monitor_dsn: str, dbname: str, key: str, within: float = SEEN_WITHIN_S) -> bool:
-    """Does PostgreSQL show a connection counted under `key` while the target serves GET /db back to back?
-
-    A target that connects per request holds its connection for a millisecond or two, so the requests run
-    in threads while this polls pg_stat_activity as fast as it can.
-    """
-    done = threading.Event()
-
-    def load() -> None:
-        with httpx.Client(timeout=5.0) as client:
-            while not done.is_set():
-                with contextlib.suppress(httpx.HTTPError):
-                    client.get(f"{url}/db")
-
-    threads = [threading.Thread(target=load, daemon=True) for _ in range(4)]
-    for t in threads:
-        t.start()
-    try:
-        with contextlib.closing(open_monitor(monitor_dsn)) as mon:
-            deadline = time.monotonic() + within
-            while time.monotonic() < deadline:
-                if poll_connections(mon, dbname).get(key, {}).get("total", 0):
-                    return True
-                time.sleep(0.002)
-        return False
-    finally:
-        done.set()
-        for t in threads:
-            t.join(10)
-
-
 def verify_url(target: Target, url: str, monitor_dsn: str, dbname: str) -> str | None:
-    problem = check_db(url)
-    if problem:
-        return problem
+    """GET /db's answer, then PostgreSQL's view: a connection counted under the target's `conn_key` while
+    it serves /db back to back. A target that connects per request holds its connection for a millisecond or
+    two, so pg_stat_activity is polled in a thread as fast as it answers, from before the first request."""
     try:
-        seen = connections_seen(url, monitor_dsn, dbname, target.conn_key)
+        mon = open_monitor(monitor_dsn)
     except psycopg.Error as exc:
         return f"cannot read pg_stat_activity: {str(exc).strip().splitlines()[0]}"
-    if not seen:
-        how = getattr(target, "recognised_by", f"application_name {target.conn_key!r}")
-        return f"PostgreSQL showed no connection of database {dbname!r} with {how} while it served /db"
-    return None
+    seen, stop = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        with contextlib.closing(mon), contextlib.suppress(psycopg.Error):
+            while not (stop.is_set() or seen.is_set()):
+                if poll_connections(mon, dbname).get(target.conn_key, {}).get("total", 0):
+                    seen.set()
+                time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        problem = check_db(url)
+        if problem:
+            return problem
+        deadline = time.monotonic() + SEEN_WITHIN_S
+        with httpx.Client(timeout=5.0) as client:
+            while not seen.is_set() and time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    client.get(f"{url}/db")
+    finally:
+        stop.set()
+        watcher.join(10)
+    if seen.is_set():
+        return None
+    how = getattr(target, "recognised_by", f"application_name {target.conn_key!r}")
+    hint = " (its --app-name?)" if running_url(target) else ""
+    return f"PostgreSQL showed no connection to database {dbname!r} with {how}{hint} while it served /db"
 
 
 def verify_target(target_id: str, pg: Any, net: Any, pooler: str, log_dir: Path) -> str | None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -17,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import psycopg
 import pytest
-from helpers import REPO, query, run_connbench
+from helpers import CONNBENCH, REPO, query, run_connbench
 
 from benchmarks.errors import ConnbenchError
 from benchmarks.external import ExternalPostgres
@@ -206,3 +208,27 @@ def test_target_file_and_url_options_name_their_mistakes(tmp_path: Path) -> None
         url_targets(["a=http://127.0.0.1:1"], ["b=x"])
     (svc,) = url_targets(["a=http://127.0.0.1:1/"], ["a=role:svc"])
     assert svc.conn_key == "role:svc" and svc.url == "http://127.0.0.1:1"
+
+
+# -- load from workers elsewhere (here: on loopback) -----------------------------------------------------
+def test_load_from_remote_workers(pg, serve, tmp_path: Path) -> None:
+    target = serve("pool-eager-asyncpg")
+    master = f"127.0.0.1:{free_port()}"
+    worker = subprocess.Popen(
+        [*CONNBENCH, "load-worker", "--master", master, "--url", f"mine={target.url}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, start_new_session=True,
+    )  # fmt: skip
+    try:
+        out = tmp_path / "run"
+        proc = run_connbench(
+            "run", "--profile", "smoke", "--scenarios", "steady", "--no-baseline", "--no-report", "--dsn", pg.dsn,
+            "--url", f"mine={target.url}", "--app-name", f"mine={APP}", "--load-master", master, "--load-workers", "1",
+            "--out", str(out), timeout=300,
+        )  # fmt: skip
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(30)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = pd.read_csv(out / "summary.csv").iloc[0]
+    assert row["valid"] and row["requests"] > 100 and row["conn_peak"] == Settings().pool_min
+    assert json.loads((out / "manifest.json").read_text())["load_master"] == master
