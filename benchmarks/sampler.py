@@ -1,8 +1,9 @@
 """Watches PostgreSQL and the processes while load runs.
 
-One connection of its own (superuser, database `postgres`, application_name `connbench:sampler`, excluded
-from every count) polls `pg_stat_activity` per application_name and `pg_stat_database.sessions` of the
-`connbench` database several times a second; psutil samples the target's process tree and the load generator.
+One connection of its own (the superuser on the embedded stack, or the --dsn's role with pg_monitor; database
+`postgres` where it may; application_name `connbench:sampler`, excluded from every count) polls
+`pg_stat_activity` per application_name and per role and `pg_stat_database.sessions` of the targets'
+database several times a second; psutil samples the target's process tree and the load generator.
 The same `poll_connections` feeds `connbench run` and the live panel of the Locust web UI.
 """
 
