@@ -345,7 +345,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     targets = _split(args.targets, "--targets")
     return run_up(
-        targets, args.web_port, args.max_connections, args.load_workers, args.locustfile, _path_options(args, False)
+        targets,
+        args.web_port,
+        args.max_connections,
+        args.load_workers,
+        args.locustfile,
+        _path_options(args, False),
+        dsn=args.dsn,
     )
 
 
@@ -359,6 +365,7 @@ def _add_up(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--locustfile", default=None, help="default: benchmarks/locustfile.py")
     _add_path_options(s, many=False)
+    s.add_argument("--dsn", default=None, help="an existing PostgreSQL (its role needs pg_monitor) instead")
     s.set_defaults(func=cmd_up)
 
 

@@ -76,6 +76,12 @@ class ExternalPostgres:
     def describe(self) -> str:
         return redact(self._dsn)
 
+    def start(self) -> None:
+        self.check()
+
+    def cleanup(self) -> None:
+        """Nothing to stop: connbench did not start it."""
+
     def __enter__(self) -> ExternalPostgres:
         self.check()
         return self

@@ -266,7 +266,8 @@ def register(environment: Any) -> ConnectionMonitor | None:
     from flask import Response, jsonify, request, url_for
 
     targets = list(parse_target_urls(os.environ.get("CONNBENCH_TARGET_URLS")))
-    monitor = ConnectionMonitor(admin_dsn, targets, users=lambda: _runner_users(environment))
+    dbname = os.environ.get("CONNBENCH_DB_NAME", "connbench")
+    monitor = ConnectionMonitor(admin_dsn, targets, dbname, users=lambda: _runner_users(environment))
     app.config["connbench_monitor"] = monitor
 
     def with_locust(snap: dict[str, Any]) -> dict[str, Any]:

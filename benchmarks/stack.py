@@ -30,7 +30,13 @@ from targets.strategies import TARGETS
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 CONNBENCH = [sys.executable, "-m", "benchmarks.cli"]
 # Variables that make the locustfile run a `connbench run` cell; never inherited by the interactive UI.
-RUNNER_ONLY_ENV = ("CONNBENCH_LOCUST_OUT", "CONNBENCH_STAGES", "CONNBENCH_WARMUP", "CONNBENCH_CAPACITY")
+RUNNER_ONLY_ENV = (
+    "CONNBENCH_LOCUST_OUT",
+    "CONNBENCH_STAGES",
+    "CONNBENCH_WARMUP",
+    "CONNBENCH_CAPACITY",
+    "CONNBENCH_GO_FILE",
+)
 
 
 @dataclass
@@ -74,8 +80,10 @@ class Stack(Managed):
         rtt_ms: float = 0,
         tls: bool = False,
         pooler: str = "near-db",
+        dsn: str | None = None,
     ) -> None:
         self.rtt_ms, self.tls, self.pooler = rtt_ms, tls, pooler
+        self.dsn = dsn  # an existing database (benchmarks/external.py) instead of the embedded one
         self.requested = targets
         self.web_port = web_port
         self.max_connections = max_connections
@@ -112,11 +120,22 @@ class Stack(Managed):
             raise ConnbenchError("--load-workers must be 0 or more")
         check_port_free(self.web_port, "the Locust web UI")
         ids, self.skipped = choose_targets(self.requested)
+        if self.dsn:
+            why = "connbench puts no PgBouncer in front of a database it did not start (--dsn)"
+            self.skipped.update({t: why for t in ids if TARGETS[t].via_pgbouncer})
+            ids = [t for t in ids if t not in self.skipped]
         if not ids:
             raise ConnbenchError("no target can run here: " + "; ".join(sorted(set(self.skipped.values()))))
         self.dir = make_temp_dir("connbench-up-")
 
-        self.pg = EmbeddedPostgres(max_connections=self.max_connections, tls=self.tls)
+        if self.dsn:
+            from benchmarks.external import ExternalPostgres
+
+            if self.rtt_ms or self.tls:
+                raise ConnbenchError("--rtt and --tls apply to the embedded database, not to --dsn")
+            self.pg = ExternalPostgres(self.dsn)
+        else:
+            self.pg = EmbeddedPostgres(max_connections=self.max_connections, tls=self.tls)
         self.pg.start()
         poolers = (self.pooler,) if any(TARGETS[t].via_pgbouncer for t in ids) else ()
         kwargs = {} if self.pgbouncer_pool is None else {"pool_size": self.pgbouncer_pool}
@@ -170,6 +189,7 @@ class Stack(Managed):
         env = {k: v for k, v in os.environ.items() if k not in RUNNER_ONLY_ENV}
         env["CONNBENCH_TARGET_URLS"] = ",".join(f"{t}={c.url}" for t, c in self.targets.items())
         env["CONNBENCH_ADMIN_DSN"] = self.pg.admin_dsn
+        env["CONNBENCH_DB_NAME"] = self.pg.dbname  # the database the panel counts
         return env
 
     def _start_locust(self) -> None:
@@ -280,6 +300,7 @@ def run_up(
     load_workers: int,
     locustfile: str | None,
     path: tuple = (None, None, None),
+    dsn: str | None = None,
 ) -> int:
     """`connbench up`: start, print the addresses, run until Ctrl-C / SIGTERM, stop everything.
     `path`: (rtts, tls modes, poolers) of the command line, one value each (the first pooler)."""
@@ -294,6 +315,7 @@ def run_up(
         rtt_ms=rtts[0] if rtts else 0,
         tls=bool(tls and tls[0]),
         pooler=poolers[0] if poolers else "near-db",
+        dsn=dsn,
     ) as stack:
         for line in stack.describe():
             print(line, flush=True)

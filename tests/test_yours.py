@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import psycopg
 import pytest
@@ -232,3 +234,19 @@ def test_load_from_remote_workers(pg, serve, tmp_path: Path) -> None:
     row = pd.read_csv(out / "summary.csv").iloc[0]
     assert row["valid"] and row["requests"] > 100 and row["conn_peak"] == Settings().pool_min
     assert json.loads((out / "manifest.json").read_text())["load_master"] == master
+
+
+def test_up_on_an_existing_database(pg) -> None:
+    from test_up import connbench_up
+
+    with connbench_up("--dsn", pg.dsn, "--targets", "pool-eager-asyncpg,pgbouncer-asyncpg") as up:
+        assert list(up.targets()) == ["pool-eager-asyncpg"], up.output()
+        assert re.search(r"pgbouncer-asyncpg +skipped: connbench puts no PgBouncer", up.output()), up.output()
+        assert pg.password not in up.output()
+        panel = httpx.get(up.web_url + "/connbench/connections", timeout=10).json()
+        assert panel["database"] == "connbench"
+        row = next(r for r in panel["targets"] if r["target"] == "pool-eager-asyncpg")
+        assert row["total"] == Settings().pool_min
+        up.proc.send_signal(signal.SIGTERM)
+        assert up.proc.wait(60) == 0, up.output()
+    query(pg.admin_dsn, "SELECT 1")  # the database connbench did not start is still there
