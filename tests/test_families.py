@@ -209,6 +209,7 @@ def test_prisma_per_request_opens_a_session_per_request(pg) -> None:
         assert sessions(pg.admin_dsn) >= before + n
         stats = t.stats()
         assert stats["connections_opened"] == n and stats["pool"]["pools_disconnected"] == n
+        assert sum(stats["acquire_ms"].values()) == n  # one checkout (a connect) per request
         assert target_connections(pg.admin_dsn, "prisma-per-request") == 0  # $disconnect() closed each
 
 
@@ -235,7 +236,7 @@ def test_prisma_global_stays_within_its_pool_under_32_concurrent_requests(pg) ->
         assert 1 <= stats["connections_opened"] <= POOL_MAX
         assert 1 <= peak <= POOL_MAX
         assert stats["pool"]["pool_size"] <= POOL_MAX and stats["pool"]["pools_created"] == 1
-        assert sum(stats["query_ms"].values()) == 96 and stats["acquire_ms"] == {}
+        assert sum(stats["query_ms"].values()) == 96 and 1 <= sum(stats["acquire_ms"].values()) <= 96
 
 
 def test_prisma_connect_opens_no_connection_before_ready(pg) -> None:

@@ -1,5 +1,8 @@
 // The runtime-neutral half of the HTTP contract (DESIGN.md), shared by the prisma (Node) and worker
-// (workerd) families: settings, counters, histograms, error bodies. No Node or Workers API in here.
+// (workerd) families: settings, counters, histograms, error bodies. No Node or Workers API in here but
+// AsyncLocalStorage, which both offer (workerd with nodejs_compat). No package imports either: each family
+// bundles its own pg, and Prisma's adapter checks `instanceof` its pg's Pool.
+import { AsyncLocalStorage } from "node:async_hooks";
 
 export const WORLD_ROWS = 10_000;
 
@@ -52,6 +55,54 @@ export class Stats {
     const key = fineBucket(ms);
     hist[key] = (hist[key] ?? 0) + 1;
   }
+
+  // Runs the database part of one request, `work`, which calls `done()` once its query has answered:
+  // query_ms is the time until then minus the pool checkouts made meanwhile (acquire_ms, see timedPool).
+  timed<T>(work: (done: () => void) => Promise<T>): Promise<T> {
+    const request: RequestTiming = { stats: this, acquireMs: 0 };
+    const started = performance.now();
+    const done = () => this.record(this.queryMs, performance.now() - started - request.acquireMs);
+    return currentRequest.run(request, () => work(done));
+  }
+}
+
+// Prisma takes its connection inside the query (pool.query or, for an interactive transaction,
+// pool.connect()), out of reach of the code that calls it. Both end in the pool's connect(), called in the
+// async context of the request that asked: AsyncLocalStorage carries that request's timing there.
+export const TIMINGS =
+  "acquire_ms: the pg pool's checkouts (waiting for a free client or connecting) made for the request; " +
+  "query_ms: the request's database time until its row is back, checkouts not included";
+type RequestTiming = { stats: Stats; acquireMs: number };
+const currentRequest = new AsyncLocalStorage<RequestTiming>();
+
+type Checkout = (err: Error | undefined, client?: unknown, release?: unknown) => void;
+type PoolClass = new (...args: any[]) => { connect(callback?: Checkout): any };
+
+// A subclass of pg's Pool (pass the family's own pg.Pool) whose successful checkouts, waiting for a free
+// client or opening a connection, count in acquire_ms of the request that made them.
+export function timedPool<P extends PoolClass>(Pool: P): P {
+  return class TimedPool extends Pool {
+    connect(callback?: Checkout): any {
+      const request = currentRequest.getStore();
+      const asked = performance.now();
+      const acquired = () => {
+        if (request === undefined) return; // not for a request (the exit hook)
+        const ms = performance.now() - asked;
+        request.acquireMs += ms;
+        request.stats.record(request.stats.acquireMs, ms);
+      };
+      if (callback) {
+        return super.connect((err, client, release) => {
+          if (!err) acquired();
+          callback(err, client, release);
+        });
+      }
+      return super.connect().then((client: unknown) => {
+        acquired();
+        return client;
+      });
+    }
+  };
 }
 
 const SQLSTATE = /^[0-9A-Z]{5}$/;
