@@ -398,6 +398,15 @@ def _on_start(environment, **_kw) -> None:
     gevent.spawn(_history, environment, out)
     if CAPACITY:
         gevent.spawn(_search, environment, out)
+    elif STAGES:  # end on time: a load shape is only asked once a second, which would add up to a second per cell
+        gevent.spawn_later(sum(float(st["duration"]) for st in STAGES), _end_shape, environment)
+
+
+def _end_shape(environment) -> None:
+    """End the shape's greenlet: headless Locust then stops the users and quits, once, as after a shape's None."""
+    shape = getattr(environment.runner, "shape_greenlet", None)
+    if shape is not None:
+        shape.kill(block=False)
 
 
 @events.test_start.add_listener
@@ -448,3 +457,12 @@ def _on_stop(environment, **_kw) -> None:
         "failure_spans": [[sent, done, error, n] for (sent, done, error), n in sorted(FAILURE_SPANS.items())],
     }
     Path(OUT, "final.json").write_text(json.dumps(final))
+
+
+# Under `connbench run`, Locust is started while the target is still starting, so that its own imports overlap
+# the target's start-up instead of adding to the cell; the run creates this file once the target is ready.
+# Waiting here, at import, holds Locust before it builds its runner and starts the load.
+if GO_FILE := os.environ.get("CONNBENCH_GO_FILE"):
+    _deadline = time.monotonic() + 120
+    while not os.path.exists(GO_FILE) and time.monotonic() < _deadline:
+        time.sleep(0.005)

@@ -635,7 +635,7 @@ def check_options(load_workers: int) -> None:
 
 # Seconds a cell spends outside its load (start the target, wait for ready, start Locust, collect, stop); measured
 # by tests/bench_loadgen.py and recorded in README.
-PER_CELL_OVERHEAD_S = 3.0
+PER_CELL_OVERHEAD_S = 1.5
 
 
 def planned_seconds(cells: list[Cell]) -> float:
