@@ -121,7 +121,9 @@ def stack(base_image, tmp_path_factory) -> Iterator[Stack]:
         env["CONNBENCH_EXTRA_CA"] = extra_ca()
     st = Stack(f"connbench-test-{uuid.uuid4().hex[:8]}", env, env_file, results)
     try:
-        st.compose("build", timeout=1800)  # the base image and the layers stay cached between runs
+        # The base image and the layers stay cached between runs; v1's classic builder would keep the
+        # container of a failed step without --force-rm.
+        st.compose("build", *(["--force-rm"] if compose_command() == ["docker-compose"] else []), timeout=1800)
         st.compose("up", "-d", timeout=900)
         yield st
     finally:
