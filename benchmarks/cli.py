@@ -194,6 +194,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         ):
             print(line)
         return 0
+    if args.resume:
+        from benchmarks.runfolder import read_manifest
+
+        read_manifest(Path(args.resume))  # not a run folder: say that first
     if args.resume and _resume_conflicts(args):
         raise ConnbenchError(
             f"--resume takes every setting from {args.resume}/manifest.json; drop " + ", ".join(_resume_conflicts(args))

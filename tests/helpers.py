@@ -212,6 +212,12 @@ def _wait_ready(target: RunningTarget, timeout: float) -> None:
     raise AssertionError(f"{target.target_id} not ready after {timeout:.0f} s:\n{target.log()}")
 
 
+def sigint_default() -> None:
+    """preexec_fn: SIGINT's default action in the child. A shell's background job starts with SIGINT ignored, and
+    the child would inherit that; tests that send SIGINT to mean Ctrl-C must not depend on how pytest started."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 # -- the CLI as a process ------------------------------------------------------------------------------
 def run_connbench(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess:
     """Run `connbench ARGS...` to completion, capturing text output."""

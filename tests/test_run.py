@@ -11,14 +11,14 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
-from helpers import CONNBENCH, REPO, run_connbench, temp_dirs, wait_until
+from helpers import CONNBENCH, REPO, run_connbench, sigint_default, temp_dirs, wait_until
 
 from benchmarks.pgbouncer import missing_reason
 from benchmarks.summary import SUMMARY_COLUMNS, TIMESERIES_COLUMNS
 from targets.strategies import TARGETS
 
 POOL_EAGER = [t for t in TARGETS if TARGETS[t].strategy == "pool-eager"]
-PER_REQUEST = [t for t, x in TARGETS.items() if x.session_per_request and x.strategy != "leaky"]
+PER_REQUEST = [t for t, x in TARGETS.items() if x.session_per_request and "leaky" not in x.strategy]
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,9 @@ def test_smoke_run_numbers_tell_the_strategies_apart(smoke) -> None:
     assert "InterfaceError" in json.loads(s.loc["global-asyncpg", "errors"])
     # the three request counts agree in every cell (Locust, the target's /stats, PostgreSQL's sessions)
     assert s["counts_agree"].all(), s.loc[~s["counts_agree"].astype(bool), ["locust_requests", "target_requests"]]
-    assert (s["requests"] > 0).all() and (s["rps"] > 0).all()
+    # every target answers within the window, but worker-global, whose requests hang until the request timeout
+    answering = s.drop(index="worker-global", errors="ignore")
+    assert (answering["requests"] > 0).all() and (answering["rps"] > 0).all()
     # sub-millisecond resolution is kept where latencies are small
     fine = s.loc[POOL_EAGER, "latency_p50_ms"]
     assert ((fine * 10).round() == fine * 10).all()
@@ -86,12 +88,13 @@ def _children(pid: int) -> list[psutil.Process]:
 
 def test_interrupt_keeps_cells_and_resume_finishes(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    targets = "pool-eager-asyncpg,per-request-asyncpg,pool-lazy-psycopg"
+    targets = "pool-eager-asyncpg,per-request-asyncpg,pool-lazy-psycopg,pool-eager-psycopg,pool-lazy-asyncpg"
     before = temp_dirs()
     proc = subprocess.Popen(
         [*CONNBENCH, "run", "--profile", "smoke", "--scenarios", "steady", "--targets", targets, "--out", str(out),
          "--no-report", "--no-baseline"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+        preexec_fn=sigint_default,
     )  # fmt: skip
     try:
         wait_until(lambda: (out / "summary.csv").exists(), timeout=120, what="the first cell")
@@ -110,9 +113,9 @@ def test_interrupt_keeps_cells_and_resume_finishes(tmp_path: Path) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "interrupted"
     kept = pd.read_csv(out / "summary.csv")
-    assert 1 <= len(kept) < 3
+    assert 1 <= len(kept) < 5
     assert set(manifest["cells_done"]) == set(kept["cell_id"])
-    assert len(manifest["cells_missing"]) == 3 - len(kept)
+    assert len(manifest["cells_missing"]) == 5 - len(kept)
     assert not (out / "raw" / ".partial").exists()
 
     resumed = run_connbench("run", "--resume", str(out), "--no-report", timeout=300)

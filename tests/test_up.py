@@ -23,6 +23,7 @@ import httpx
 import psutil
 import pytest
 from browser import Chromium, find_chromium
+from helpers import sigint_default
 
 from benchmarks.pgbouncer import missing_reason
 from benchmarks.procs import free_port
@@ -66,6 +67,7 @@ def connbench_up(*args: str, timeout: float = 240.0) -> Iterator[Up]:
         cwd=REPO,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         start_new_session=True,
+        preexec_fn=sigint_default,
     )
     up = Up(proc, web_port)
     reader = threading.Thread(target=lambda: up.lines.extend(line.rstrip("\n") for line in proc.stdout), daemon=True)
