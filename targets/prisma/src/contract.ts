@@ -186,3 +186,35 @@ export function badRequestBody(err: BadRequest): { error: string; sqlstate: null
   return { error: "BadRequest", sqlstate: null, detail: err.message };
 }
 
+
+/** The subset of a PrismaClient (or its transaction client) that /db uses; each family passes its own. */
+type WorldRow = { id: number; randomNumber: number };
+type WorldClient = { world: { findUniqueOrThrow(args: { where: { id: number } }): Promise<WorldRow> } };
+type WorldDb = WorldClient & {
+  $transaction<T>(fn: (tx: WorldClient) => Promise<T>, options: { maxWait: number; timeout: number }): Promise<T>;
+};
+
+/** One /db query inside `Stats.timed`: with hold=1 the slow work runs in a transaction, holding the connection;
+ * `done()` marks the end of the query either way. (hold=0's work, after the release, is the caller's.) */
+export async function fetchWorld(
+  client: WorldDb,
+  id: number,
+  params: { workMs: number; hold: boolean },
+  settings: Settings,
+  done: () => void,
+): Promise<WorldRow> {
+  if (params.hold && params.workMs > 0) {
+    return client.$transaction(
+      async (tx) => {
+        const r = await tx.world.findUniqueOrThrow({ where: { id } });
+        done();
+        await sleep(params.workMs);
+        return r;
+      },
+      { maxWait: settings.pool_timeout * 1000, timeout: settings.request_timeout * 1000 },
+    );
+  }
+  const r = await client.world.findUniqueOrThrow({ where: { id } });
+  done();
+  return r;
+}

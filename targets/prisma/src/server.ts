@@ -10,6 +10,7 @@ import {
   BadRequest,
   badRequestBody,
   errorBody,
+  fetchWorld,
   libpqDsn,
   randomWorldId,
   readSettings,
@@ -143,24 +144,7 @@ async function db(url: URL): Promise<[number, unknown]> {
   const id = randomWorldId();
   try {
     const row = await withTimeout(
-      strategy.run((client) =>
-        stats.timed(async (done) => {
-          if (hold && workMs > 0) {
-            return client.$transaction(
-              async (tx) => {
-                const r = await tx.world.findUniqueOrThrow({ where: { id } });
-                done();
-                await sleep(workMs);
-                return r;
-              },
-              { maxWait: settings.pool_timeout * 1000, timeout: settings.request_timeout * 1000 },
-            );
-          }
-          const r = await client.world.findUniqueOrThrow({ where: { id } });
-          done();
-          return r;
-        }),
-      ),
+      strategy.run((client) => stats.timed((done) => fetchWorld(client, id, params, settings, done))),
       settings.request_timeout,
       "the request",
     );

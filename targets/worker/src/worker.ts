@@ -11,6 +11,7 @@ import {
   BadRequest,
   badRequestBody,
   errorBody,
+  fetchWorld,
   libpqDsn,
   randomWorldId,
   readSettings,
@@ -66,22 +67,7 @@ async function db(url: URL, env: Env, ctx: Ctx, s: Stats): Promise<Response> {
   const { workMs, hold } = params;
   try {
     const row = await withTimeout(
-      s.timed(async (done) => {
-        if (hold && workMs > 0) {
-          return client.$transaction(
-            async (tx) => {
-              const r = await tx.world.findUniqueOrThrow({ where: { id } });
-              done();
-              await sleep(workMs);
-              return r;
-            },
-            { maxWait: settings.pool_timeout * 1000, timeout: settings.request_timeout * 1000 },
-          );
-        }
-        const r = await client.world.findUniqueOrThrow({ where: { id } });
-        done();
-        return r;
-      }),
+      s.timed((done) => fetchWorld(client, id, params, settings, done)),
       settings.request_timeout,
       "the request",
     );
