@@ -53,6 +53,14 @@ def new_run_id(profile: str) -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{profile}"
 
 
+def check_out(out: Path | None) -> None:
+    """Refuse an --out that is a file or a folder with something in it (before anything is started)."""
+    if out is not None and out.exists() and not out.is_dir():
+        raise ConnbenchError(f"--out {out} is a file, not a folder")
+    if out is not None and out.exists() and any(out.iterdir()):
+        raise ConnbenchError(f"{out} exists and is not empty (use --resume {out} to finish an interrupted run)")
+
+
 def prepare_out(out: Path | None, run_id: str) -> Path:
     """Create the run folder (or fail clearly before anything is started).
 
@@ -71,10 +79,8 @@ def prepare_out(out: Path | None, run_id: str) -> Path:
             break
         else:
             raise ConnbenchError(f"cannot find a free folder name for {RESULTS_ROOT / run_id}")
-    elif out.exists() and not out.is_dir():
-        raise ConnbenchError(f"--out {out} is a file, not a folder")
-    elif out.exists() and any(out.iterdir()):
-        raise ConnbenchError(f"{out} exists and is not empty (use --resume {out} to finish an interrupted run)")
+    else:
+        check_out(out)
     try:
         (out / "raw").mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"

@@ -42,7 +42,7 @@ from benchmarks.network import DEFAULT_POOLER, Network
 from benchmarks.pgbouncer import choose_targets, pgbouncer_version
 from benchmarks.postgres import EmbeddedPostgres, find_bindir, server_version
 from benchmarks.procs import die_with_parent, free_port, log_tail, other_connbench_runs, stop_process
-from benchmarks.runfolder import Run, RunLock, new_run_id, prepare_out, read_manifest
+from benchmarks.runfolder import Run, RunLock, check_out, new_run_id, prepare_out, read_manifest
 from benchmarks.sampler import Sample, Sampler, open_monitor, poll_sessions, summarize_usage
 from benchmarks.scenario import OPEN_KINDS, Scenario, load_profile
 from benchmarks.targetstats import WindowStart, conn_slots, conn_wanted, get_stats, timing_columns
@@ -543,6 +543,7 @@ def run_matrix(
         out = resume
     else:
         check_options(load_workers)
+        check_out(out)
         scenarios = with_path_override(load_profile(profile, scenario_names), path)
         if db is not None:
             db.check()

@@ -26,6 +26,7 @@ from targets.strategies import TARGETS, Target, get_target
 from targets.yours import UserTarget, register, running_url
 
 SEEN_WITHIN_S = 5.0
+HELD_PROBE = "/db?work_ms=20&hold=1"  # the contract's parameters; a user's service gets plain /db
 
 
 def check_db(url: str, timeout: float = 10.0) -> str | None:
@@ -48,7 +49,9 @@ def check_db(url: str, timeout: float = 10.0) -> str | None:
 def verify_url(target: Target, url: str, monitor_dsn: str, dbname: str) -> str | None:
     """GET /db's answer, then PostgreSQL's view: a connection counted under the target's `conn_key` while
     it serves /db back to back. A target that connects per request holds its connection for a millisecond or
-    two, so pg_stat_activity is polled in a thread as fast as it answers, from before the first request."""
+    two, so pg_stat_activity is polled in a thread as fast as it answers, from before the first request, and
+    connbench's own targets are asked to hold their connection a little longer (`HELD_PROBE`): worker-global
+    connects only on every second request and stops after a few, so each connection must be seen."""
     try:
         mon = open_monitor(monitor_dsn)
     except psycopg.Error as exc:
@@ -69,10 +72,11 @@ def verify_url(target: Target, url: str, monitor_dsn: str, dbname: str) -> str |
         if problem:
             return problem
         deadline = time.monotonic() + SEEN_WITHIN_S
+        probe = "/db" if isinstance(target, UserTarget) else HELD_PROBE
         with httpx.Client(timeout=5.0) as client:
             while not seen.is_set() and time.monotonic() < deadline:
                 with contextlib.suppress(httpx.HTTPError):
-                    client.get(f"{url}/db")
+                    client.get(f"{url}{probe}")
     finally:
         stop.set()
         watcher.join(10)
