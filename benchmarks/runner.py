@@ -342,8 +342,7 @@ def run_load_cell(
     except subprocess.TimeoutExpired:
         stop_process(locust, signal.SIGTERM, 10)
         row.update(valid=False, invalid_reason="load generator did not stop in time")
-    time.sleep(0.5)  # the sampler's last tick (sessions_opened itself is read once the target has exited)
-    samples = sampler.stop()
+    samples = sampler.stop()  # its last sample is taken now; sessions_opened is read once the target has exited
     live.sampler = None
     row["_died"] = proc is not None and proc.poll() is not None
     stats = get_stats(url) if not row["_died"] else None
@@ -638,7 +637,7 @@ def check_options(load_workers: int) -> None:
 
 # Seconds a cell spends outside its load (start the target, wait for ready, start Locust, collect, stop); measured
 # by tests/bench_loadgen.py and recorded in README.
-PER_CELL_OVERHEAD_S = 1.5
+PER_CELL_OVERHEAD_S = 1.0
 
 
 def planned_seconds(cells: list[Cell]) -> float:

@@ -106,9 +106,11 @@ class Sampler:
         return self
 
     def stop(self) -> list[Sample]:
+        """Stop polling and take one last sample now (the state right after the load), not a tick later."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+            self.samples.append(self.sample_once())
         if self._conn is not None:
             self._conn.close()
             self._conn = None
