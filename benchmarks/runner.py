@@ -82,15 +82,16 @@ class Cell:
 
 
 # -- planning ------------------------------------------------------------------------------------------
-def plan(scenarios: list[Scenario], target_ids: list[str]) -> list[Cell]:
-    """Cells in run order: per scenario, level and repeat, every target in turn (so drift hits all alike)."""
+def plan(scenarios: list[Scenario], target_ids: list[str], named: bool = False) -> list[Cell]:
+    """Cells in run order: per scenario, level and repeat, every target in turn (so drift hits all alike).
+    `named`: the user named the targets, so each scenario takes every one it is meant for (Scenario.selects)."""
     cells = []
     for sc in scenarios:
         levels = {"arrival": [(0, r) for r in sc.rates], "capacity": [(0, 0)]}.get(sc.kind, [(u, 0) for u in sc.users])
         for users, rate in levels:
             for variant in sc.variants():
                 for repeat in range(1, sc.repeats + 1):
-                    cells += [Cell(sc, t, users, repeat, variant, rate) for t in target_ids if sc.selects(t)]
+                    cells += [Cell(sc, t, users, repeat, variant, rate) for t in target_ids if sc.selects(t, named)]
     return with_paths(cells)
 
 
@@ -533,6 +534,7 @@ def run_matrix(
         path = tuple(None if v is None else tuple(v) for v in manifest.get("path_override", path))
         scenarios = with_path_override(load_profile(profile, list(manifest["scenarios"])), path)
         targets = manifest["targets"]
+        named = manifest.get("targets_named", False)
         register(from_json(manifest.get("user_targets", [])))
         if manifest.get("database", {}).get("dsn") and db is None:
             raise ConnbenchError(f"{resume} measured the database {manifest['database']['dsn']}: give --dsn again")
@@ -551,7 +553,13 @@ def run_matrix(
                 "--load-master: the targets connbench starts listen on loopback, out of reach of load workers on "
                 "other machines; measure services on other hosts with --url"
             )
-        targets, skipped = choose_verified(target_names, user_targets or [], db)
+        named = bool(target_names)
+        targets, skipped = choose_verified(
+            target_names, user_targets or [], db, used=lambda t: any(sc.selects(t, named) for sc in scenarios)
+        )
+        if not targets and not skipped:
+            names = ", ".join(sc.name for sc in scenarios)
+            raise ConnbenchError(f"no scenario of the run ({names}) is meant for the targets named (see --plan)")
         if not targets:
             raise ConnbenchError("no runnable target: " + "; ".join(f"{t}: {r}" for t, r in skipped.items()))
         for t, reason in skipped.items():
@@ -570,13 +578,14 @@ def run_matrix(
                 shutil.rmtree(out, ignore_errors=True)  # a failed start leaves no folder behind
             raise
         manifest.update(load_workers=load_workers, baseline=baseline, path_override=path, load_master=load_master)
+        manifest["targets_named"] = named
         manifest.update(
             user_targets=[dataclasses.asdict(t) for t in user_targets or []],
             database={"dsn": db.describe(), "created": db.created} if db else {"embedded": True},
         )
     if db is not None and resume is not None:
         db.check()
-    cells, skipped_cells = applicable(plan(scenarios, targets), db is not None)
+    cells, skipped_cells = applicable(plan(scenarios, targets, named), db is not None)
     manifest["skipped_cells"] = skipped_cells
     for cell_id, reason in skipped_cells.items():
         console.print(f"[yellow]skipping {cell_id}: {reason}[/]")
@@ -596,7 +605,8 @@ def run_matrix(
             rtts = sorted({r for sc in scenarios for r in sc.rtt_ms})
             tls = sorted({t for sc in scenarios for t in sc.tls})
             with console.status("baseline: pgbench with and without -C"):
-                run_baseline(out / "baseline.csv", rtts=rtts, tls=tls, db=db)
+                seconds = 2 if manifest["profile"] == "smoke" else 5  # smoke: that it works, in its 90 s
+                run_baseline(out / "baseline.csv", seconds=seconds, rtts=rtts, tls=tls, db=db)
         _run_cells(todo, run, live, console, load_workers, db, load_master)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the clean-up half-way
@@ -649,7 +659,7 @@ def describe_plan(profile: str, target_names: list[str] | None, scenario_names: 
     """`connbench run --plan`: one line per scenario (cells, seconds) and the total, without starting anything."""
     scenarios = load_profile(profile, scenario_names)
     targets, _ = choose_targets(target_names)
-    cells = plan(scenarios, targets)
+    cells = plan(scenarios, targets, bool(target_names))
     lines = []
     for sc in scenarios:
         mine = [c for c in cells if c.scenario.name == sc.name]

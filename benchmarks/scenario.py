@@ -107,7 +107,8 @@ class Scenario:
     name: str
     description: str
     kind: str = "load"
-    targets: tuple[str, ...] = ("*",)
+    targets: tuple[str, ...] = ("*",)  # the profile's choice (its `targets`, else the file's)
+    relevant: tuple[str, ...] = ("*",)  # the file's top-level `targets`: where the scenario means something
     users: tuple[int, ...] = (8,)
     warmup: float = 2.0
     duration: float = 10.0
@@ -167,12 +168,15 @@ class Scenario:
             return self.capacity["budget"]
         return sum(s["duration"] for s in self.load_stages(1))
 
-    def selects(self, target_id: str) -> bool:
-        """A user's service (targets/yours.py) takes part in every scenario: its strategy is its own."""
+    def selects(self, target_id: str, named: bool = False) -> bool:
+        """Whether the scenario runs `target_id`: one of the profile's targets, or, when the user named the
+        targets (`named`, --targets), any target the scenario is meant for (the profile's list only trims the
+        default run). A user's service (targets/yours.py) takes part in every scenario: its strategy is its own."""
         t = TARGETS[target_id]
         if t.family == YOURS:
             return True
-        return "*" in self.targets or t.id in self.targets or t.strategy in self.targets or t.family in self.targets
+        among = self.relevant if named else self.targets
+        return "*" in among or t.id in among or t.strategy in among or t.family in among
 
 
 def _check_keys(where: str, table: Any, allowed: set[str]) -> None:
@@ -219,8 +223,9 @@ def parse_scenario(path: Path, profile: str) -> Scenario | None:
     kind = data.get("kind", "load")
     if kind not in KINDS:
         raise ConnbenchError(f"{where}: key 'kind' must be one of {', '.join(KINDS)}, got {kind!r}")
-    targets = tuple(over.get("targets", data.get("targets", ["*"])))
-    for t in targets:
+    relevant = tuple(data.get("targets", ["*"]))
+    targets = tuple(over.get("targets", relevant))
+    for t in {*relevant, *targets}:
         if t != "*" and t not in TARGETS and t not in STRATEGIES and t not in FAMILY_NAMES:
             raise ConnbenchError(f"{where}: key 'targets' names unknown target, strategy or family {t!r}")
     actions = []
@@ -250,6 +255,7 @@ def parse_scenario(path: Path, profile: str) -> Scenario | None:
         description=str(data.get("description", "")),
         kind=kind,
         targets=targets,
+        relevant=relevant,
         users=tuple(users),
         warmup=_typed(where, "warmup", load.get("warmup", 2.0), float, 0),
         duration=_typed(where, "duration", load.get("duration", 10.0), float, 0.5),

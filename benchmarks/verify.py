@@ -128,13 +128,18 @@ def verify_targets(
 
 
 def choose_verified(
-    target_names: list[str] | None, user_targets: list[UserTarget], db: Any, say: Callable[[str], None] | None = None
+    target_names: list[str] | None,
+    user_targets: list[UserTarget],
+    db: Any,
+    say: Callable[[str], None] | None = None,
+    used: Callable[[str], bool] | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """The targets of a run, verified, and {target: why it is left out} for the others.
 
-    The built-in targets named (all runnable ones unless the user gave targets of their own), then the user's
-    targets; on an existing database (`db`) without the pgbouncer targets (connbench puts no PgBouncer in
-    front of a database it did not start).
+    The built-in targets named (all runnable ones unless the user gave targets of their own) that a cell of
+    the run uses (`used`; the others are neither verified nor listed), then the user's targets; on an existing
+    database (`db`) without the pgbouncer targets (connbench puts no PgBouncer in front of a database it did
+    not start).
     """
     from benchmarks.pgbouncer import choose_targets
 
@@ -142,6 +147,8 @@ def choose_verified(
     builtin = [n for n in target_names or [] if n not in user_ids]
     targets, skipped = choose_targets(builtin or None) if builtin or not user_targets else ([], {})
     register(user_targets)  # after choose_targets: the user's targets belong to no buildable family
+    if used is not None:
+        targets = [t for t in targets if used(t)]
     if db is not None:
         why = "connbench puts no PgBouncer in front of a database it did not start (--dsn)"
         skipped.update({t: why for t in targets if TARGETS[t].via_pgbouncer})

@@ -45,6 +45,29 @@ def test_profile_overrides_load_and_selects_targets(tmp_path: Path) -> None:
     assert len({c.id for c in cells}) == len(cells)
 
 
+def test_named_targets_take_every_cell_their_scenario_is_meant_for(tmp_path: Path) -> None:
+    text = GOOD.replace("[profiles.quick]", '[profiles.quick]\ntargets = ["pool-eager-asyncpg"]')
+    quick = parse_scenario(write(tmp_path, text), "quick")
+    assert quick is not None
+    assert not quick.selects("pool-eager-psycopg") and quick.selects("pool-eager-psycopg", named=True)
+    assert not quick.selects("global-psycopg", named=True)  # the file's own list still holds
+    named = plan([quick], ["pool-eager-psycopg", "global-psycopg"], named=True)
+    assert {c.target for c in named} == {"pool-eager-psycopg"}
+    assert plan([quick], ["pool-eager-psycopg", "global-psycopg"]) == []
+
+
+def test_profiles_fit_their_time_goals() -> None:
+    """The goals of the default (quick) and smoke profiles, planned from the scenario files: at most 8 minutes
+    and 90 seconds with every runnable target (the per-cell overhead is measured in tests/bench_loadgen.py)."""
+    from benchmarks.runner import PER_CELL_OVERHEAD_S, planned_seconds
+    from targets.strategies import TARGETS
+
+    every = list(TARGETS)
+    assert PER_CELL_OVERHEAD_S <= 1.0
+    assert planned_seconds(plan(load_profile("quick"), every)) <= 8 * 60
+    assert planned_seconds(plan(load_profile("smoke"), every)) <= 90
+
+
 def test_stages_substitute_the_level(tmp_path: Path) -> None:
     text = GOOD.replace(
         "duration = 2\n", 'duration = 2\nstages = [{duration = 2, users = 1}, {duration = 3, users = "level"}]\n'
