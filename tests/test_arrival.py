@@ -117,7 +117,7 @@ def test_capacity_result_picks_the_highest_passing_step() -> None:
 
 def test_arrival_and_capacity_cells_are_planned_by_rate_and_by_target() -> None:
     arrival, capacity = load_profile("smoke", ["arrival", "capacity"])
-    cells = plan([arrival, capacity], ["pool-eager-asyncpg", "per-request-asyncpg", "global-asyncpg"])
+    cells = plan([arrival, capacity], ["pool-eager-asyncpg", "per-request-asyncpg", "global-asyncpg"], named=True)
     ids = [c.id for c in cells]
     assert "arrival.pool-eager-asyncpg.rps100.r1" in ids and "arrival.per-request-asyncpg.rps400.r1" in ids
     assert "capacity.pool-eager-asyncpg.r1" in ids and not any("global" in i for i in ids)
