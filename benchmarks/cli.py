@@ -34,7 +34,7 @@ def cmd_targets(_args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from benchmarks.pgbouncer import choose_targets
+    from benchmarks.stack.pgbouncer import choose_targets
 
     table = Table("target", "family", "strategy", "driver", "runnable here", "what it does")
     _, skipped = choose_targets()
@@ -47,9 +47,9 @@ def cmd_targets(_args: argparse.Namespace) -> int:
 
 # -- db ------------------------------------------------------------------------------------------------
 def cmd_db(args: argparse.Namespace) -> int:
-    from benchmarks.network import DEFAULT_POOLER, Network
-    from benchmarks.pgbouncer import missing_reason
-    from benchmarks.postgres import EmbeddedPostgres
+    from benchmarks.stack.network import DEFAULT_POOLER, Network
+    from benchmarks.stack.pgbouncer import missing_reason
+    from benchmarks.stack.postgres import EmbeddedPostgres
 
     settings = _parse_set(args.set)
     rtts, tls, poolers = _path_options(args, many=False)
@@ -100,7 +100,7 @@ def _path_options(
     args: argparse.Namespace, many: bool
 ) -> tuple[tuple[float, ...] | None, tuple[bool, ...] | None, tuple[str, ...] | None]:
     """(rtts, tls modes, poolers) given on the command line, None for each one not given."""
-    from benchmarks.network import parse_poolers, parse_rtts, parse_tls
+    from benchmarks.stack.network import parse_poolers, parse_rtts, parse_tls
 
     rtts = parse_rtts(args.rtt) if args.rtt is not None else None
     tls = parse_tls(args.tls) if args.tls is not None else None
@@ -124,7 +124,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import psycopg
     import uvicorn
 
-    from benchmarks.procs import check_port_free
+    from benchmarks.stack.procs import check_port_free
     from targets.app import DEFAULT_DSN
 
     target = get_target(args.target)
@@ -136,7 +136,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             pass
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        from benchmarks.postgres import redact
+        from benchmarks.stack.postgres import redact
 
         raise ConnbenchError(f"cannot reach PostgreSQL at {redact(dsn)}: {first}") from None
     if target.family in families.FAMILIES:  # the family's own command replaces this process
@@ -184,10 +184,10 @@ def _resume_conflicts(args: argparse.Namespace) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from benchmarks.runner import run_matrix
+    from benchmarks.run.runner import run_matrix
 
     if args.plan:
-        from benchmarks.runner import describe_plan
+        from benchmarks.run.runner import describe_plan
 
         for line in describe_plan(
             args.profile, _split(args.targets, "--targets"), _split(args.scenarios, "--scenarios")
@@ -195,7 +195,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(line)
         return 0
     if args.resume:
-        from benchmarks.runfolder import read_manifest
+        from benchmarks.results.runfolder import read_manifest
 
         read_manifest(Path(args.resume))  # not a run folder: say that first
     if args.resume and _resume_conflicts(args):
@@ -217,7 +217,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(f"results: {out}", flush=True)
     if not args.no_report:
-        from benchmarks.report import build_report
+        from benchmarks.results.report import build_report
 
         for path in build_report(out):
             print(f"report: {path}", flush=True)
@@ -225,7 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from benchmarks.baseline import run_baseline
+    from benchmarks.run.baseline import run_baseline
 
     rtts, tls, _ = _path_options(args, many=True)
     db = _database(args.dsn)
@@ -242,7 +242,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from benchmarks.report import cmd_report as report
+    from benchmarks.results.report import cmd_report as report
 
     return report(args.run_dir)
 
@@ -345,7 +345,7 @@ _extra_commands: list[Callable[[argparse._SubParsersAction], None]] = []
 
 # -- up ------------------------------------------------------------------------------------------------
 def cmd_up(args: argparse.Namespace) -> int:
-    from benchmarks.stack import run_up
+    from benchmarks.run.up import run_up
 
     targets = _split(args.targets, "--targets")
     return run_up(
@@ -367,7 +367,7 @@ def _add_up(sub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--load-workers", type=int, default=0, help="run Locust as a master with N local workers (default: 0)"
     )
-    s.add_argument("--locustfile", default=None, help="default: benchmarks/locustfile.py")
+    s.add_argument("--locustfile", default=None, help="default: benchmarks/load/locustfile.py")
     _add_path_options(s, many=False)
     s.add_argument("--dsn", default=None, help="an existing PostgreSQL (its role needs pg_monitor) instead")
     s.set_defaults(func=cmd_up)
@@ -408,7 +408,7 @@ def _database(dsn: str | None):  # noqa: ANN202 - ExternalPostgres | None, impor
     """The checked existing database of --dsn, or None for the embedded one."""
     if dsn is None:
         return None
-    from benchmarks.external import ExternalPostgres
+    from benchmarks.stack.external import ExternalPostgres
 
     db = ExternalPostgres(dsn)
     db.check()
@@ -416,7 +416,7 @@ def _database(dsn: str | None):  # noqa: ANN202 - ExternalPostgres | None, impor
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from benchmarks.verify import choose_verified
+    from benchmarks.run.verify import choose_verified
 
     db = _database(args.dsn)
     targets, skipped = choose_verified(_split(args.targets, "--targets"), _user_targets(args), db, say=print)
@@ -453,13 +453,13 @@ def _host_port(value: str) -> str:
 def cmd_load_worker(args: argparse.Namespace) -> int:
     """Locust workers for `connbench run --load-master`, one after another: each cell's master ends its workers."""
     import subprocess
-    from pathlib import Path
 
     from targets.yours import register
 
     register(_user_targets(args))  # the workers' user classes must match the master's
     host, _, port = args.master.rpartition(":")
-    locustfile = Path(__file__).with_name("locustfile.py")
+    from benchmarks.load import LOCUSTFILE as locustfile
+
     cmd = [sys.executable, "-m", "locust", "-f", str(locustfile), "--worker", "--master-host", host,
            "--master-port", port, "--loglevel", "WARNING"]  # fmt: skip
     print(f"# load worker for the master at {args.master}; Ctrl-C stops", flush=True)

@@ -22,11 +22,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.baseline import parse_wrk, pgbench_rows  # noqa: E402
-from benchmarks.distance import Distance  # noqa: E402
-from benchmarks.postgres import EmbeddedPostgres  # noqa: E402
-from benchmarks.procs import free_port, stop_process  # noqa: E402
-from benchmarks.runner import start_target, wait_ready  # noqa: E402
+from benchmarks.run.baseline import parse_wrk, pgbench_rows  # noqa: E402
+from benchmarks.stack.distance import Distance  # noqa: E402
+from benchmarks.stack.postgres import EmbeddedPostgres  # noqa: E402
+from benchmarks.stack.procs import free_port, stop_process  # noqa: E402
+from benchmarks.stack.targetproc import start_target, wait_ready  # noqa: E402
 
 
 def pgbench(dsn: str, clients: int, seconds: int) -> dict:

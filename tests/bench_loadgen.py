@@ -26,7 +26,7 @@ from pathlib import Path
 
 from helpers import CONNBENCH, REPO, start_target
 
-from benchmarks.postgres import EmbeddedPostgres
+from benchmarks.stack.postgres import EmbeddedPostgres
 
 BARE = """
 from locust import FastHttpUser, constant, task

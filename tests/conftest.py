@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from benchmarks.pgbouncer import PgBouncer, missing_reason
-from benchmarks.postgres import EmbeddedPostgres
+from benchmarks.stack.pgbouncer import PgBouncer, missing_reason
+from benchmarks.stack.postgres import EmbeddedPostgres
 
 
 @pytest.fixture(scope="session")

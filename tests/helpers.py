@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from benchmarks.procs import free_port
+from benchmarks.stack.procs import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 # `python -m benchmarks.cli` is the `connbench` console script without depending on PATH.

@@ -27,12 +27,13 @@ import pandas as pd
 import pytest
 from helpers import REPO, run_connbench, wait_until
 
-from benchmarks import arrival as A
-from benchmarks import summary as S
 from benchmarks.errors import ConnbenchError
-from benchmarks.runfolder import Run
-from benchmarks.runner import LOCUSTFILE, plan
-from benchmarks.scenario import load_profile, parse_scenario
+from benchmarks.load import LOCUSTFILE
+from benchmarks.load import arrival as A
+from benchmarks.results import summary as S
+from benchmarks.results.runfolder import Run
+from benchmarks.run.cells import plan
+from benchmarks.run.scenario import load_profile, parse_scenario
 
 # -- pure logic ----------------------------------------------------------------------------------------
 

@@ -25,9 +25,9 @@ import psycopg
 import pytest
 import yaml
 
-from benchmarks import compose
-from benchmarks.pgbouncer import find_pgbouncer
-from benchmarks.procs import free_port, make_service_dir, service_user, wait_port
+from benchmarks.stack import compose
+from benchmarks.stack.pgbouncer import find_pgbouncer
+from benchmarks.stack.procs import free_port, make_service_dir, service_user, wait_port
 from targets.strategies import SETTINGS, TARGETS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,10 +68,10 @@ def interpolate(value: str, env: dict[str, str]) -> str:
 # -- the file and the registry -------------------------------------------------------------------------
 def test_committed_files_are_the_generated_ones():
     assert COMPOSE_FILE.read_text() == compose.render_compose(), (
-        "docker-compose.yml is stale: python -m benchmarks.compose > docker-compose.yml"
+        "docker-compose.yml is stale: python -m benchmarks.stack.compose > docker-compose.yml"
     )
     assert ENV_EXAMPLE.read_text() == compose.render_env_example(), (
-        ".env.example is stale: python -m benchmarks.compose --env-example > .env.example"
+        ".env.example is stale: python -m benchmarks.stack.compose --env-example > .env.example"
     )
 
 

@@ -22,9 +22,9 @@ import psycopg
 import pytest
 from helpers import CONNBENCH, REPO, run_connbench, service_dirs
 
-from benchmarks.pgbouncer import missing_reason
-from benchmarks.postgres import EmbeddedPostgres
-from benchmarks.summary import BASELINE_COLUMNS, PATH_COLUMNS, SUMMARY_COLUMNS, TIMESERIES_COLUMNS
+from benchmarks.results.summary import BASELINE_COLUMNS, PATH_COLUMNS, SUMMARY_COLUMNS, TIMESERIES_COLUMNS
+from benchmarks.stack.pgbouncer import missing_reason
+from benchmarks.stack.postgres import EmbeddedPostgres
 
 
 @contextmanager
@@ -182,8 +182,8 @@ def test_smoke_run_across_a_distance(tmp_path: Path) -> None:
 
 def test_network_table_makes_one_cell_per_path(tmp_path: Path) -> None:
     from benchmarks.errors import ConnbenchError
-    from benchmarks.runner import plan, with_path_override
-    from benchmarks.scenario import parse_scenario
+    from benchmarks.run.cells import plan, with_path_override
+    from benchmarks.run.scenario import parse_scenario
 
     f = tmp_path / "far.toml"
     f.write_text(

@@ -26,8 +26,8 @@ import pytest
 from browser import Chromium, find_chromium
 from helpers import wait_until
 
-from benchmarks import compose
-from benchmarks.procs import free_port
+from benchmarks.stack import compose
+from benchmarks.stack.procs import free_port
 from targets.strategies import TARGETS
 
 REPO = Path(__file__).resolve().parents[1]

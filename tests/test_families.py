@@ -28,9 +28,9 @@ from helpers import (
     wait_until,
 )
 
-from benchmarks.postgres import EmbeddedPostgres
-from benchmarks.procs import free_port
-from benchmarks.scenario import load_profile
+from benchmarks.run.scenario import load_profile
+from benchmarks.stack.postgres import EmbeddedPostgres
+from benchmarks.stack.procs import free_port
 from targets import families
 from targets.strategies import TARGETS
 

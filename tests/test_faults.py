@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from helpers import run_connbench
 
-from benchmarks import faults as F
-from benchmarks.summary import SUMMARY_COLUMNS
+from benchmarks.results.summary import SUMMARY_COLUMNS
+from benchmarks.run import faults as F
 
 
 def run_scenario(tmp_path_factory: pytest.TempPathFactory, scenario: str, targets: list[str]) -> Path:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import summary as S
 from benchmarks.errors import ConnbenchError
-from benchmarks.runner import Cell, plan
-from benchmarks.scenario import available, load_profile, parse_scenario
+from benchmarks.results import summary as S
+from benchmarks.run.cells import Cell, plan
+from benchmarks.run.scenario import available, load_profile, parse_scenario
 
 GOOD = """
 description = "test"
@@ -59,7 +59,7 @@ def test_named_targets_take_every_cell_their_scenario_is_meant_for(tmp_path: Pat
 def test_profiles_fit_their_time_goals() -> None:
     """The goals of the default (quick) and smoke profiles, planned from the scenario files: at most 8 minutes
     and 90 seconds with every runnable target (the per-cell overhead is measured in tests/bench_loadgen.py)."""
-    from benchmarks.runner import PER_CELL_OVERHEAD_S, planned_seconds
+    from benchmarks.run.cells import PER_CELL_OVERHEAD_S, planned_seconds
     from targets.strategies import TARGETS
 
     every = list(TARGETS)

@@ -19,9 +19,9 @@ import psutil
 import pytest
 from helpers import CONNBENCH, REPO, run_connbench, sigint_default, wait_until
 
-from benchmarks.procs import OWNER_FILE, make_temp_dir, reclaim_orphans
-from benchmarks.runfolder import Run, RunLock
-from benchmarks.summary import SUMMARY_COLUMNS
+from benchmarks.results.runfolder import Run, RunLock
+from benchmarks.results.summary import SUMMARY_COLUMNS
+from benchmarks.stack.procs import OWNER_FILE, make_temp_dir, reclaim_orphans
 
 TARGETS = "pool-eager-asyncpg,per-request-asyncpg,pool-lazy-psycopg,pool-eager-psycopg"
 RUN_ARGS = ["run", "--profile", "smoke", "--scenarios", "steady", "--targets", TARGETS, "--no-report", "--no-baseline"]
@@ -107,7 +107,7 @@ def test_unchecked_values_are_refused_before_anything_starts(
 
 
 def test_same_second_runs_get_their_own_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from benchmarks import runfolder
+    from benchmarks.results import runfolder
 
     monkeypatch.setattr(runfolder, "RESULTS_ROOT", tmp_path)
     a = runfolder.prepare_out(None, "20260101T000000Z-smoke")

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from helpers import run_connbench, start_target
 
-from benchmarks import results as R
 from benchmarks.errors import ConnbenchError
-from benchmarks.pgbouncer import choose_targets
-from benchmarks.runner import Cell, plan
-from benchmarks.scenario import load_profile, parse_scenario
-from benchmarks.targetstats import conn_wanted, timing_columns, window_histogram
+from benchmarks.load.targetstats import conn_wanted, timing_columns, window_histogram
+from benchmarks.results import data as R
+from benchmarks.run.cells import Cell, plan
+from benchmarks.run.scenario import load_profile, parse_scenario
+from benchmarks.stack.pgbouncer import choose_targets
 from targets.strategies import TARGETS
 from targets.timing import Histogram
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from benchmarks.postgres import EmbeddedPostgres
+from benchmarks.stack.postgres import EmbeddedPostgres
 
 
 def test_pgserver_wheel_binaries(monkeypatch: pytest.MonkeyPatch) -> None:

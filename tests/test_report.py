@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 from helpers import CONNBENCH, REPO, run_connbench
 
-from benchmarks import results as R
 from benchmarks.errors import ConnbenchError
-from benchmarks.scenario import load_profile
-from benchmarks.summary import SCHEMA_VERSION, SUMMARY_COLUMNS, TIMESERIES_COLUMNS
+from benchmarks.results import data as R
+from benchmarks.results.summary import SCHEMA_VERSION, SUMMARY_COLUMNS, TIMESERIES_COLUMNS
+from benchmarks.run.scenario import load_profile
 from targets.strategies import TARGETS
 
 CORE_FIGURES = ["throughput", "latency", "connections", "sessions"]

@@ -13,8 +13,8 @@ import psutil
 import pytest
 from helpers import CONNBENCH, REPO, run_connbench, sigint_default, temp_dirs, wait_until
 
-from benchmarks.pgbouncer import missing_reason
-from benchmarks.summary import SUMMARY_COLUMNS, TIMESERIES_COLUMNS
+from benchmarks.results.summary import SUMMARY_COLUMNS, TIMESERIES_COLUMNS
+from benchmarks.stack.pgbouncer import missing_reason
 from targets.strategies import TARGETS
 
 POOL_EAGER = [t for t in TARGETS if TARGETS[t].strategy == "pool-eager"]

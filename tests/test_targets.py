@@ -40,7 +40,7 @@ from helpers import (
     wait_until,
 )
 
-from benchmarks.postgres import EmbeddedPostgres
+from benchmarks.stack.postgres import EmbeddedPostgres
 from targets.strategies import SETTINGS, TARGETS, Settings, build_strategy
 
 POOL_MIN = int(SETTINGS["pool_min"].default)
@@ -448,7 +448,7 @@ def test_db_without_postgres_binaries() -> None:
 
 # -- connbench db --------------------------------------------------------------------------------------
 def test_connbench_db_runs_and_cleans_up_on_ctrl_c() -> None:
-    from benchmarks.pgbouncer import missing_reason
+    from benchmarks.stack.pgbouncer import missing_reason
 
     with_bouncer = missing_reason() is None
     proc = subprocess.Popen(

@@ -25,8 +25,8 @@ import pytest
 from browser import Chromium, find_chromium
 from helpers import sigint_default
 
-from benchmarks.pgbouncer import missing_reason
-from benchmarks.procs import free_port
+from benchmarks.stack.pgbouncer import missing_reason
+from benchmarks.stack.procs import free_port
 from targets.strategies import TARGETS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -224,7 +224,7 @@ def test_up_fails_cleanly_when_the_web_port_is_taken():
 def test_monitor_counts_each_targets_connections_and_reports_an_unreachable_database(pg):
     import psycopg
 
-    from benchmarks.panel import ConnectionMonitor, table_rows
+    from benchmarks.load.panel import ConnectionMonitor, table_rows
 
     monitor = ConnectionMonitor(pg.admin_dsn, ["pool-lazy-psycopg", "global-asyncpg"])
     try:

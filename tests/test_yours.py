@@ -24,9 +24,9 @@ import pytest
 from helpers import CONNBENCH, REPO, query, run_connbench
 
 from benchmarks.errors import ConnbenchError
-from benchmarks.external import ExternalPostgres
-from benchmarks.postgres import make_dsn
-from benchmarks.procs import free_port
+from benchmarks.stack.external import ExternalPostgres
+from benchmarks.stack.postgres import make_dsn
+from benchmarks.stack.procs import free_port
 from targets.strategies import Settings
 from targets.yours import load_target_file, url_targets
 

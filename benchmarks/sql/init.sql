@@ -1,5 +1,5 @@
 -- The World table of the TechEmpower "db" test and the shutdown log the exit hooks write to.
--- Shared by the embedded stack (benchmarks/postgres.py) and the postgres container (docker-entrypoint-initdb.d).
+-- Shared by the embedded stack (benchmarks/stack/postgres.py) and the postgres container (docker-entrypoint-initdb.d).
 CREATE TABLE IF NOT EXISTS world (
     id integer PRIMARY KEY,
     randomnumber integer NOT NULL

@@ -16,8 +16,8 @@ import subprocess
 from pathlib import Path
 
 from benchmarks.errors import ConnbenchError
-from benchmarks.postgres import DB_NAME, DB_USER, EmbeddedPostgres
-from benchmarks.procs import (
+from benchmarks.stack.postgres import DB_NAME, DB_USER, EmbeddedPostgres
+from benchmarks.stack.procs import (
     Managed,
     check_port_free,
     die_with_parent,

@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import psycopg
 
-from benchmarks.procs import free_port, log_tail, stop_process
-from benchmarks.sampler import open_monitor, poll_connections
+from benchmarks.load.sampler import open_monitor, poll_connections
+from benchmarks.stack.procs import free_port, log_tail, stop_process
 from targets.strategies import TARGETS, Target, get_target
 from targets.yours import UserTarget, register, running_url
 
@@ -89,7 +89,7 @@ def verify_url(target: Target, url: str, monitor_dsn: str, dbname: str) -> str |
 
 def verify_target(target_id: str, pg: Any, net: Any, pooler: str, log_dir: Path) -> str | None:
     """Start the target (unless it is already running), check it, stop it; what was wrong or None."""
-    from benchmarks.runner import start_target, wait_ready
+    from benchmarks.stack.targetproc import start_target, wait_ready
 
     target = get_target(target_id)
     dbname = getattr(pg, "dbname", "connbench")
@@ -141,7 +141,7 @@ def choose_verified(
     database (`db`) without the pgbouncer targets (connbench puts no PgBouncer in front of a database it did
     not start).
     """
-    from benchmarks.pgbouncer import choose_targets
+    from benchmarks.stack.pgbouncer import choose_targets
 
     user_ids = [t.id for t in user_targets]
     builtin = [n for n in target_names or [] if n not in user_ids]
@@ -160,8 +160,8 @@ def choose_verified(
 
 def verify_all(targets: list[str], db: Any, say: Callable[[str], None] | None = None) -> dict[str, str]:
     """verify_targets on `db`, or on an embedded PostgreSQL (and PgBouncer) started for the check."""
-    from benchmarks.network import DEFAULT_POOLER, Network
-    from benchmarks.postgres import EmbeddedPostgres
+    from benchmarks.stack.network import DEFAULT_POOLER, Network
+    from benchmarks.stack.postgres import EmbeddedPostgres
 
     poolers = (DEFAULT_POOLER,) if any(TARGETS[t].via_pgbouncer for t in targets) else ()
     with contextlib.ExitStack() as stack:

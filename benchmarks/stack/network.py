@@ -13,10 +13,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 
-from benchmarks.distance import Distance
 from benchmarks.errors import ConnbenchError
-from benchmarks.pgbouncer import DEFAULT_POOL_SIZE, PgBouncer
-from benchmarks.postgres import EmbeddedPostgres
+from benchmarks.stack.distance import Distance
+from benchmarks.stack.pgbouncer import DEFAULT_POOL_SIZE, PgBouncer
+from benchmarks.stack.postgres import EmbeddedPostgres
 from targets.strategies import get_target
 
 POOLERS = ("near-db", "near-app")

@@ -10,7 +10,7 @@ protocol's round trips plus one, and a query on an open connection costs one.
 
 Threads rather than asyncio: epoll timers round every wait up to a whole millisecond, which would add up to
 1 ms per hop; `time.sleep` keeps microseconds. At RTT 0 each direction is one thread doing recv/sendall.
-The relay is its own process (`python -m benchmarks.distance`), so it shares no interpreter lock with the
+The relay is its own process (`python -m benchmarks.stack.distance`), so it shares no interpreter lock with the
 runner and its sampler, and dies with its parent.
 """
 
@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 
 from benchmarks.errors import ConnbenchError
-from benchmarks.procs import Managed, die_with_parent, stop_process
+from benchmarks.stack.procs import Managed, die_with_parent, stop_process
 
 BUFSIZE = 65536
 
@@ -114,8 +114,9 @@ def _accept_loop(listener: socket.socket, upstream: int, rtt: float) -> None:
 
 
 def relay_main(argv: list[str] | None = None) -> None:
-    """`python -m benchmarks.distance --rtt MS UPSTREAM_PORT...`: print the listening ports, relay until killed."""
-    p = argparse.ArgumentParser(prog="python -m benchmarks.distance")
+    """`python -m benchmarks.stack.distance --rtt MS UPSTREAM_PORT...`: print the listening ports, relay until
+    killed."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.stack.distance")
     p.add_argument("--rtt", type=float, required=True, help="added round-trip time in milliseconds")
     p.add_argument("upstreams", type=int, nargs="+", help="loopback ports to relay to, one listener each")
     args = p.parse_args(argv)
@@ -146,7 +147,7 @@ class Distance(Managed):
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        cmd = [sys.executable, "-m", "benchmarks.distance", "--rtt", str(self.rtt_ms), *map(str, self.upstreams)]
+        cmd = [sys.executable, "-m", "benchmarks.stack.distance", "--rtt", str(self.rtt_ms), *map(str, self.upstreams)]
         self.proc = subprocess.Popen(
             cmd,
             stdout=subprocess.PIPE,

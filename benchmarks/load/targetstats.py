@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks import summary as S
+from benchmarks.results import summary as S
 
 TIMING_KEYS = {"acquire": "acquire_ms", "query": "query_ms"}
 

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.errors import ConnbenchError
-from benchmarks.runfolder import RESULTS_ROOT
-from benchmarks.summary import BASELINE_COLUMNS, CAPACITY_COLUMNS, SCHEMA_VERSION, SUMMARY_COLUMNS, TIMESERIES_COLUMNS
-from benchmarks.summary import FAULT_COLUMNS as SCHEMA_FAULT_COLUMNS
+from benchmarks.results.runfolder import RESULTS_ROOT
+from benchmarks.results.summary import BASELINE_COLUMNS, CAPACITY_COLUMNS, SCHEMA_VERSION, SUMMARY_COLUMNS, TIMESERIES_COLUMNS
+from benchmarks.results.summary import FAULT_COLUMNS as SCHEMA_FAULT_COLUMNS
 
 MAIN_SCENARIO = "steady"  # the load scenario the throughput/latency figures and the findings table use
 

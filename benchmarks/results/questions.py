@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from benchmarks import results as R
+from benchmarks.results import data as R
 
 
 @dataclass(frozen=True)

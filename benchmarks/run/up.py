@@ -2,7 +2,7 @@
 
 An embedded PostgreSQL, PgBouncer in front of it when installed, every runnable target under
 `connbench serve` on a free loopback port (the pgbouncer targets through PgBouncer), and Locust with its web
-UI (one User class per target in the class picker, the connection panel of benchmarks/panel.py). Optionally
+UI (one User class per target in the class picker, the connection panel of benchmarks/load/panel.py). Optionally
 Locust runs as a master with local worker processes. Ctrl-C or SIGTERM stops everything: Locust first, then
 the targets (gracefully, so their exit hooks run), PgBouncer and PostgreSQL; no process and no temporary
 directory is left behind.
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.errors import ConnbenchError
-from benchmarks.procs import Managed, check_port_free, die_with_parent, free_port, log_tail, make_temp_dir
+from benchmarks.load import LOCUSTFILE
+from benchmarks.stack.procs import Managed, check_port_free, die_with_parent, free_port, log_tail, make_temp_dir
 from targets.strategies import TARGETS
 
-LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 CONNBENCH = [sys.executable, "-m", "benchmarks.cli"]
 # Variables that make the locustfile run a `connbench run` cell; never inherited by the interactive UI.
 RUNNER_ONLY_ENV = (
@@ -83,7 +83,7 @@ class Stack(Managed):
         dsn: str | None = None,
     ) -> None:
         self.rtt_ms, self.tls, self.pooler = rtt_ms, tls, pooler
-        self.dsn = dsn  # an existing database (benchmarks/external.py) instead of the embedded one
+        self.dsn = dsn  # an existing database (benchmarks/stack/external.py) instead of the embedded one
         self.requested = targets
         self.web_port = web_port
         self.max_connections = max_connections
@@ -94,7 +94,7 @@ class Stack(Managed):
         self.say = say
         self.dir: Path | None = None
         self.pg = None
-        self.net = None  # benchmarks.network.Network: the distance and PgBouncer
+        self.net = None  # benchmarks.stack.network.Network: the distance and PgBouncer
         self.targets: dict[str, Child] = {}
         self.skipped: dict[str, str] = {}
         self.locust: Child | None = None
@@ -110,9 +110,9 @@ class Stack(Managed):
         self.stop()
 
     def start(self) -> None:
-        from benchmarks.network import Network
-        from benchmarks.pgbouncer import choose_targets
-        from benchmarks.postgres import EmbeddedPostgres, redact
+        from benchmarks.stack.network import Network
+        from benchmarks.stack.pgbouncer import choose_targets
+        from benchmarks.stack.postgres import EmbeddedPostgres, redact
 
         if not self.locustfile.is_file():
             raise ConnbenchError(f"no locustfile at {self.locustfile}")
@@ -129,7 +129,7 @@ class Stack(Managed):
         self.dir = make_temp_dir("connbench-up-")
 
         if self.dsn:
-            from benchmarks.external import ExternalPostgres
+            from benchmarks.stack.external import ExternalPostgres
 
             if self.rtt_ms or self.tls:
                 raise ConnbenchError("--rtt and --tls apply to the embedded database, not to --dsn")

@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg
 
 from benchmarks.errors import ConnbenchError
-from benchmarks.procs import (
+from benchmarks.stack.procs import (
     Managed,
     check_port_free,
     die_with_parent,
@@ -36,7 +36,7 @@ from benchmarks.procs import (
     stop_process,
 )
 
-INIT_SQL = Path(__file__).with_name("sql") / "init.sql"
+INIT_SQL = Path(__file__).parents[1] / "sql" / "init.sql"
 DB_NAME = "connbench"
 DB_USER = "connbench"
 # A benchmark of connection handling, not of durability: skip fsync so the disk does not add noise.
@@ -112,7 +112,7 @@ def server_version(bindir: Path | None = None) -> str:
 class EmbeddedPostgres(Managed):
     """One PostgreSQL cluster in a temporary directory; a context manager that always cleans up."""
 
-    dbname = DB_NAME  # the database the targets use (benchmarks/external.py: the --dsn's)
+    dbname = DB_NAME  # the database the targets use (benchmarks/stack/external.py: the --dsn's)
 
     def __init__(
         self,

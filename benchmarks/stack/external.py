@@ -11,20 +11,13 @@ in the measured database's `pg_stat_database.sessions`. The DSN's password is ne
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from benchmarks.errors import ConnbenchError
-from benchmarks.postgres import INIT_SQL, redact
-from benchmarks.scenario import Scenario
-from targets.strategies import SETTINGS, Target, get_target
-from targets.yours import is_user_target, running_url
+from benchmarks.stack.postgres import INIT_SQL, redact
 
 HARNESS_APP = "connbench:harness"
-DEFAULT_MAX_CONNECTIONS = next(f.default for f in dataclasses.fields(Scenario) if f.name == "max_connections")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -140,41 +133,3 @@ class ExternalPostgres:
                 ) from None
             return  # the World is there; without shutdown_log the shutdown scenarios leave shutdown_logged empty
         self.created = [name for name, had in (("world", world), ("shutdown_log", log)) if had is None]
-
-
-# -- what cannot be done to what connbench did not start ---------------------------------------------------
-def skip_reason(sc: Scenario, target: Target, external_db: bool, rtt_ms: float = 0, tls: bool = False) -> str | None:
-    """Why a cell cannot run on a service or a database connbench did not start, or None when it can."""
-    if running_url(target):
-        if sc.kind == "cold-start":
-            return "needs to start the target (a --url service is already running)"
-        signals = [a.do for a in sc.actions if a.do in ("sigterm", "sigkill")]
-        if signals:
-            return f"needs to send {signals[0]} to the target (a --url service is not connbench's to signal)"
-        if sc.workers > 1:
-            return f"starts the target with {sc.workers} worker processes (a --url service is already running)"
-        if sc.target_env or any(k in SETTINGS for k in sc.sweep):
-            return "sets the target's settings when it starts (a --url service is already running)"
-    elif is_user_target(target) and sc.workers > 1 and not target.takes_workers:
-        return f"starts the target with {sc.workers} worker processes; its command has no {{workers}} placeholder"
-    if external_db:
-        if any(a.do == "restart-db" for a in sc.actions):
-            return "restarts PostgreSQL (--dsn: connbench does not restart a database it did not start)"
-        if sc.max_connections != DEFAULT_MAX_CONNECTIONS or sc.pg_settings:
-            changed = ["max_connections"] * (sc.max_connections != DEFAULT_MAX_CONNECTIONS) + list(sc.pg_settings)
-            return f"changes PostgreSQL's settings ({', '.join(changed)}; --dsn: not done to an existing database)"
-        if rtt_ms or tls:
-            return "puts a distance or TLS in front of PostgreSQL (--dsn: not done to an existing database)"
-    return None
-
-
-def applicable(cells: list[Any], external_db: bool) -> tuple[list[Any], dict[str, str]]:
-    """The cells that can run, and {cell id: why not} for the others (runner.Cell: scenario, target, path)."""
-    keep, skipped = [], {}
-    for c in cells:
-        reason = skip_reason(c.scenario, get_target(c.target), external_db, c.rtt_ms, c.tls)
-        if reason:
-            skipped[c.id] = reason
-        else:
-            keep.append(c)
-    return keep, skipped

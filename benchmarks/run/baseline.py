@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.postgres import EmbeddedPostgres, find_bindir, libpq_env
-from benchmarks.procs import free_port, stop_process
-from benchmarks.summary import BASELINE_COLUMNS
+from benchmarks.results.summary import BASELINE_COLUMNS
+from benchmarks.stack.postgres import EmbeddedPostgres, find_bindir, libpq_env
+from benchmarks.stack.procs import free_port, stop_process
 
 WORLD_SCRIPT = "\\set id random(1, 10000)\nSELECT id, randomnumber FROM world WHERE id = :id;\n"
 WRK_TARGET = "pool-eager-asyncpg"
@@ -92,7 +92,7 @@ def add_round_trips(rows: list[dict[str, Any]]) -> None:
 
 
 def wrk_rows(pg: EmbeddedPostgres, clients: int, seconds: int, path: dict[str, Any]) -> list[dict[str, Any]]:
-    from benchmarks.runner import start_target, wait_ready
+    from benchmarks.stack.targetproc import start_target, wait_ready
 
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -124,10 +124,10 @@ def run_baseline(
 ) -> list:
     """Run pgbench (and wrk) on fresh embedded PostgreSQL servers, one per TLS mode, across each RTT; write
     baseline.csv. Throughput rows on the first path only (smallest RTT, first TLS mode), connect rows on every
-    path. `db`: an existing database (--dsn, benchmarks/external.py) instead, as it is (no RTT, no TLS of
+    path. `db`: an existing database (--dsn, benchmarks/stack/external.py) instead, as it is (no RTT, no TLS of
     connbench's)."""
-    from benchmarks.network import Network
-    from benchmarks.runfolder import write_csv_atomic
+    from benchmarks.results.runfolder import write_csv_atomic
+    from benchmarks.stack.network import Network
 
     rows = []
     if db is not None:

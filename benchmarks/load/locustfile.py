@@ -2,7 +2,7 @@
 
 - `<target>` is a closed loop (the next request when the last one answered); `arrival-<target>` is the open
   model: requests due at a rate (--arrival-rate, or the scenario's rate stages), latency from the due time,
-  dropped and late requests counted (benchmarks/arrival.py has the arithmetic).
+  dropped and late requests counted (benchmarks/load/arrival.py has the arithmetic).
 - A failed request is named by the error class in the target's 503 body, so failures group by cause.
 - Response times are bucketed at 0.1 ms below 10 ms (Locust's default buckets are whole milliseconds), by
   replacing `locust.stats.bucket_response_time`, Locust's documented hook for custom bucketing.
@@ -29,9 +29,9 @@ from locust.runners import MasterRunner, WorkerRunner
 from locust.stats import calculate_response_time_percentile, diff_response_time_dicts
 from locust.user.users import LOCUST_STATE_STOPPING
 
-from benchmarks import arrival as A
-from benchmarks.panel import parse_target_urls
-from benchmarks.summary import fine_bucket
+from benchmarks.load import arrival as A
+from benchmarks.load.panel import parse_target_urls
+from benchmarks.results.summary import fine_bucket
 from targets.strategies import TARGETS
 from targets.yours import register_from_env
 
@@ -78,7 +78,7 @@ def _judge(resp, sent: float) -> None:
 # Outcomes per 100 ms of completion time, over the whole run (warm-up included): {"ok": n, "<ErrorClass>": n},
 # the SQLSTATEs of the 503 bodies, and failures by (sent, completed) in 10 ms units, so a request in flight at a
 # fault is known even when geventhttpclient re-sent it on a new connection. Fault scenarios time outages and
-# recoveries with these (benchmarks/faults.py).
+# recoveries with these (benchmarks/run/faults.py).
 TICKS: dict[int, dict[str, int]] = {}
 SQLSTATES: dict[int, dict[str, int]] = {}
 FAILURE_SPANS: dict[tuple[int, int, str], int] = {}
@@ -244,7 +244,7 @@ def _pace(environment, total_rate) -> None:
 def _connbench_panel(environment, **_kw) -> None:
     if getattr(environment, "web_ui", None) is None:  # headless: no UI to extend
         return
-    from benchmarks import panel
+    from benchmarks.load import panel
 
     panel.register(environment)
 
@@ -254,7 +254,7 @@ OUT = os.environ.get("CONNBENCH_LOCUST_OUT")
 STAGES = json.loads(os.environ.get("CONNBENCH_STAGES", "[]"))
 WARMUP = float(os.environ.get("CONNBENCH_WARMUP", "0"))
 PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
-# The capacity search's settings (benchmarks/scenario.py CAPACITY_DEFAULTS), and its state.
+# The capacity search's settings (benchmarks/run/scenario.py CAPACITY_DEFAULTS), and its state.
 CAPACITY = json.loads(os.environ.get("CONNBENCH_CAPACITY", "null"))
 SEARCH: dict = {"rps": 0.0, "done": False, "steps": []}
 

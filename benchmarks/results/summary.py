@@ -25,7 +25,7 @@ FAULT_COLUMNS = [
 PATH_COLUMNS = ["rtt_ms", "tls", "pooler"]
 
 # Open-model load (arrival, capacity): closed cells fill only load_model. Latencies of open cells count from
-# when each request was due (benchmarks/arrival.py).
+# when each request was due (benchmarks/load/arrival.py).
 OPEN_COLUMNS = ["load_model", "offered_rps", "dropped", "late", "senders_peak"]
 
 # capacity.csv: one row per capacity cell (a target's search), in README's "Results files".

@@ -13,10 +13,10 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.errors import ConnbenchError
-from benchmarks.results import load_run
-from benchmarks.runfolder import write_atomic
+from benchmarks.results.data import load_run
+from benchmarks.results.runfolder import write_atomic
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "report.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "report.ipynb"
 SKIP_PREFIX = "skipped figure "
 
 
@@ -84,7 +84,7 @@ def _skipped(nb) -> list[str]:
 
 def cmd_report(run_dir: str | None) -> int:
     """`connbench report`: the given folder, else the newest under results/; prints the paths it wrote."""
-    from benchmarks.results import newest_run
+    from benchmarks.results.data import newest_run
 
     folder = Path(run_dir) if run_dir else newest_run()
     for path in build_report(folder):

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks import summary as S
+from benchmarks.results import summary as S
 from benchmarks.errors import ConnbenchError
 
 RESULTS_ROOT = Path("results")  # where `connbench run` puts its folders (relative to the working directory)

@@ -5,7 +5,7 @@
 - a "PostgreSQL connections" tab (shown once a test has started, refreshed with Locust's own statistics),
 - `/connbench`, a page of its own that refreshes every second, linked from the UI's corner,
 - `/connbench/connections`, the same figures as JSON.
-A background greenlet polls PostgreSQL once a second with the sampler's own queries (benchmarks.sampler, the
+A background greenlet polls PostgreSQL once a second with the sampler's own queries (benchmarks.load.sampler, the
 code `connbench run` uses): per target (application_name `connbench:<target-id>`) the connections that are
 open, active and idle, and for the `connbench` database the sessions opened per second. PostgreSQL counts
 sessions per database, not per application, so the rate is one figure for all targets.
@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg
 
-from benchmarks.sampler import open_monitor, poll_connections, poll_sessions
+from benchmarks.load.sampler import open_monitor, poll_connections, poll_sessions
 from targets.strategies import TARGETS
 
 ADMIN_DSN_ENV = "CONNBENCH_ADMIN_DSN"

@@ -29,12 +29,14 @@ from typing import Any
 
 import psycopg
 
-from benchmarks import summary as S
-from benchmarks.network import DEFAULT_POOLER, Network
-from benchmarks.postgres import EmbeddedPostgres
-from benchmarks.procs import free_port, log_tail, stop_process
-from benchmarks.runner import Cell, CellRun, get_stats, start_target, wait_ready
-from benchmarks.sampler import Sampler, open_monitor, poll_connections, summarize_usage
+from benchmarks.load.sampler import Sampler, open_monitor, poll_connections, summarize_usage
+from benchmarks.load.targetstats import get_stats
+from benchmarks.results import summary as S
+from benchmarks.run.cells import Cell, CellRun
+from benchmarks.stack.network import DEFAULT_POOLER, Network
+from benchmarks.stack.postgres import EmbeddedPostgres
+from benchmarks.stack.procs import free_port, log_tail, stop_process
+from benchmarks.stack.targetproc import start_target, wait_ready
 from targets.strategies import get_target
 from targets.yours import is_user_target
 

@@ -58,18 +58,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.arrival import ARRIVALS
 from benchmarks.errors import ConnbenchError
+from benchmarks.load.arrival import ARRIVALS
 from targets.app import DB_PARAMS
 from targets.strategies import SETTINGS, STRATEGIES, TARGETS, Settings
 from targets.yours import FAMILY as YOURS
 
-SCENARIO_DIR = Path(__file__).with_name("scenarios")
+SCENARIO_DIR = Path(__file__).parents[1] / "scenarios"
 FAMILY_NAMES = {t.family for t in TARGETS.values()}  # "prisma" in a targets list: every prisma target
 PROFILES = ("smoke", "quick", "full")
 KINDS = ("load", "cold-start", "arrival", "capacity")
-OPEN_KINDS = ("arrival", "capacity")  # open-model load (benchmarks/arrival.py)
-# The capacity search (benchmarks/arrival.py Search): the SLO, the first rate, how it grows and how close the
+OPEN_KINDS = ("arrival", "capacity")  # open-model load (benchmarks/load/arrival.py)
+# The capacity search (benchmarks/load/arrival.py Search): the SLO, the first rate, how it grows and how close the
 # bisection gets, the rate it never exceeds, each step's settling and measured seconds, the search's budget.
 CAPACITY_DEFAULTS = {"slo_ms": 50.0, "max_error": 0.01, "start_rps": 50.0, "growth": 2.0, "precision": 0.1,
                      "max_rps": 5000.0, "step_warmup": 1.0, "step_duration": 3.0, "budget": 40.0}  # fmt: skip
@@ -278,7 +278,7 @@ def parse_scenario(path: Path, profile: str) -> Scenario | None:
 
 def _network(where: str, table: Any) -> dict[str, Any]:
     """[network]: rtt_ms = [0, 10], tls = [false, true], pooler = ["near-db", "near-app"] (lists or one value)."""
-    from benchmarks.network import parse_poolers, parse_rtts, parse_tls
+    from benchmarks.stack.network import parse_poolers, parse_rtts, parse_tls
 
     if not isinstance(table, dict):
         raise ConnbenchError(f"{where}: must be a table, got {table!r}")

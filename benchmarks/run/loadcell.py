@@ -1,0 +1,287 @@
+"""One load cell: Locust (started first, waiting for its go file) against a freshly started target, the
+sampler, the scenario's actions at their times, then the summary row from Locust's statistics, the samples
+and the target's /stats.
+
+Locust runs as a subprocess rather than as a library: its gevent monkey-patching would fight the runner's
+threads, its CPU is then measurable on its own (a cell whose load generator is saturated is marked invalid),
+and a crash in it cannot take the run down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from benchmarks.load import LOCUSTFILE
+from benchmarks.load import arrival as A
+from benchmarks.load.sampler import Sample, Sampler, open_monitor, poll_sessions, summarize_usage
+from benchmarks.load.targetstats import WindowStart, conn_slots, conn_wanted, get_stats, timing_columns
+from benchmarks.results import summary as S
+from benchmarks.run.cells import Cell, CellRun
+from benchmarks.run.faults import action_metrics, errors_with_sqlstate, shutdown_metrics
+from benchmarks.run.scenario import OPEN_KINDS, Scenario
+from benchmarks.stack.network import DEFAULT_POOLER, Network
+from benchmarks.stack.postgres import EmbeddedPostgres
+from benchmarks.stack.procs import die_with_parent, free_port, log_tail, stop_process
+from benchmarks.stack.targetproc import start_target, wait_ready
+from targets.strategies import Settings, get_target
+from targets.yours import running_url
+
+
+def _samples_as_dicts(samples: list[Sample]) -> list[dict[str, Any]]:
+    return [{"t": s.t, "connections": s.connections, "sessions": s.sessions, "db_up": s.db_up} for s in samples]
+
+
+def run_load_cell(
+    cell: Cell,
+    pg: EmbeddedPostgres,
+    net: Network,
+    raw: Path,
+    live: CellRun,
+    load_workers: int = 1,
+    load_master: str = "",
+) -> dict:
+    sc, target = cell.scenario, get_target(cell.target)
+    raw.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    url = running_url(target) or f"http://127.0.0.1:{port}"
+    dsn = net.dsn(target.id, cell.pooler or DEFAULT_POOLER)
+    row: dict[str, Any] = {
+        "cell_id": cell.id, "scenario": sc.name, "target": target.id, "strategy": target.strategy,
+        "driver": target.driver, "users": cell.users, "repeat": cell.repeat, "workers": sc.workers,
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "valid": True, "invalid_reason": "",
+    }  # fmt: skip
+    target_env = sc.target_env_for(cell.variant)
+    db_params = sc.db_params_for(cell.variant)
+    row.update(
+        params=json.dumps({**db_params, **dict(cell.variant)}, separators=(",", ":")),
+        pool_max=Settings.from_env({**os.environ, **target_env}).pool_max,
+    )
+    # Locust starts first and waits for the go file: its imports overlap the target's start-up, not the cell.
+    go = raw / "go"
+    locust_out = raw / "locust"
+    locust_env = {
+        **os.environ,
+        "CONNBENCH_LOCUST_OUT": str(locust_out),
+        "CONNBENCH_STAGES": json.dumps(sc.load_stages(cell.users)),
+        "CONNBENCH_WARMUP": str(sc.warmup),
+        "CONNBENCH_DB_QUERY": urllib.parse.urlencode(db_params),
+        "CONNBENCH_GO_FILE": str(go),
+    }
+    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url,
+           "--csv", str(raw / "locust"), "--csv-full-history", "--only-summary", "--stop-timeout", "2",
+           "--exit-code-on-error", "0", "--loglevel", "WARNING", target.id]  # fmt: skip
+    if sc.kind in OPEN_KINDS:  # the target's arrival user class in place of its closed loop
+        open_env, open_args = open_load(cell, load_workers)
+        locust_env.update(open_env)
+        cmd[-1:] = open_args
+    if load_master:  # Locust's master at HOST:PORT; `connbench load-worker` processes elsewhere connect to it
+        host, _, master_port = load_master.rpartition(":")
+        cmd[-1:-1] = ["--master", "--master-bind-host", host, "--master-bind-port", master_port,
+                      "--expect-workers", str(load_workers), "--expect-workers-max-wait", "60"]  # fmt: skip
+    elif load_workers > 1:
+        # Locust's own master + forked workers, talking on loopback over a free port (not *:5557)
+        master_port = str(free_port())
+        cmd[-1:-1] = ["--processes", str(load_workers), "--master-bind-host", "127.0.0.1",
+                      "--master-bind-port", master_port, "--master-port", master_port]  # fmt: skip
+    with open(raw / "locust.log", "ab") as fh:
+        locust = subprocess.Popen(
+            cmd,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=locust_env,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
+        )
+    live.procs.append(locust)
+    proc = None  # a --url service runs already: nothing to start, signal or stop
+    if not running_url(target):
+        t_launch = time.time()
+        proc = start_target(target.id, dsn, port, sc.workers, target_env, raw / "target.log")
+        live.procs.append(proc)
+        t_ready = wait_ready(url, proc, path=target.ready_path)
+        if t_ready is None:
+            stop_process(proc, signal.SIGTERM, 10)
+            stop_process(locust, signal.SIGTERM, 10)
+            last = log_tail(raw / "target.log", 3).replace("\n", " | ")
+            return {**row, "valid": False, "invalid_reason": f"target failed to start: {last}"}
+        row["time_to_ready_s"] = t_ready - t_launch
+
+    sampler = Sampler(pg.admin_dsn, dbname=pg.dbname)
+    live.sampler = sampler
+    if proc is not None:
+        sampler.watch("target", proc.pid)
+    with contextlib.closing(open_monitor(pg.admin_dsn)) as mon:
+        sessions_before = poll_sessions(mon, pg.dbname)
+        row["conn_slots"] = conn_slots(mon)
+    sampler.start()
+    sampler.watch("locust", locust.pid)
+    window = WindowStart(url, locust_out)
+    go.touch()
+    events = run_actions(sc, locust, locust_out, proc, pg)
+    try:
+        locust.wait(sc.total_seconds() + 90)
+    except subprocess.TimeoutExpired:
+        stop_process(locust, signal.SIGTERM, 10)
+        row.update(valid=False, invalid_reason="load generator did not stop in time")
+    samples = sampler.stop()  # its last sample is taken now; sessions_opened is read once the target has exited
+    live.sampler = None
+    row["_died"] = proc is not None and proc.poll() is not None
+    stats = get_stats(url) if not row["_died"] else None
+    stats_start = window.stop()
+    (raw / "stats.json").write_text(json.dumps({"measure_start": stats_start, "end": stats}, indent=1) + "\n")
+    row.update(timing_columns(stats_start, stats), conn_wanted=conn_wanted(sc.workers, stats, stats_start))
+    target_exit = stop_process(proc, signal.SIGTERM, 30)
+    with contextlib.suppress(Exception), contextlib.closing(open_monitor(pg.admin_dsn)) as mon:
+        row["sessions_opened"] = poll_sessions(mon, pg.dbname) - sessions_before
+    row["target_exit"] = target_exit
+    if any(a.do in ("sigterm", "sigkill") for a in sc.actions):
+        row.update(shutdown_metrics(pg, target.id, events, samples))
+    return summarize(row, cell, raw, locust_out, samples, stats, events, load_workers)
+
+
+def open_load(cell: Cell, load_workers: int) -> tuple[dict[str, str], list[str]]:
+    """Locust's environment and arguments for an open-model cell: the target's arrival user class, its rate
+    stages or the capacity search, and the senders cap shared out over the Locust processes."""
+    sc = cell.scenario
+    if sc.kind == "capacity":
+        env = {"CONNBENCH_STAGES": "[]", "CONNBENCH_WARMUP": "0", "CONNBENCH_CAPACITY": json.dumps(sc.capacity)}
+    else:
+        env = {"CONNBENCH_STAGES": json.dumps(sc.load_stages(cell.rate))}
+    senders = -(-sc.max_senders // load_workers)
+    return env, ["--arrival", sc.arrival, "--max-senders", str(senders), A.ARRIVAL_PREFIX + cell.target]
+
+
+def run_actions(
+    sc: Scenario, locust: subprocess.Popen, locust_out: Path, proc: subprocess.Popen, pg: EmbeddedPostgres
+) -> list[tuple[float, str]]:
+    """Wait for the load to start, log its start, then do the scenario's actions at their times."""
+    deadline = time.monotonic() + 60
+    started_file = locust_out / "started"
+    while not (started_file.exists() and started_file.read_text().strip()):  # exists before it is written
+        if locust.poll() is not None or time.monotonic() > deadline:
+            return []
+        time.sleep(0.05)
+    t0 = float(started_file.read_text())
+    events: list[tuple[float, str]] = [(t0, "load-start")]
+    for action in sorted(sc.actions, key=lambda a: a.at):
+        delay = t0 + action.at - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        started = time.time()
+        if action.do == "restart-db":
+            pg.restart(action.mode)
+            events += [(started, f"db-stop:{action.mode}"), (time.time(), "db-up")]
+        elif action.do == "sigterm":
+            proc.send_signal(signal.SIGTERM)
+            events.append((started, "sigterm"))
+        elif action.do == "sigkill":
+            proc.kill()
+            events.append((started, "sigkill"))
+        elif action.do == "mark":
+            events.append((started, f"mark:{action.label}" if action.label else "mark"))
+    return events
+
+
+def summarize(
+    row: dict[str, Any],
+    cell: Cell,
+    raw: Path,
+    locust_out: Path,
+    samples: list[Sample],
+    stats: dict[str, Any] | None,
+    events: list[tuple[float, str]],
+    load_workers: int = 1,
+) -> dict[str, Any]:
+    """Fill the summary row from Locust's final.json, its history, the samples and /stats."""
+    target = get_target(cell.target)
+    app = target.conn_key
+    died = row.pop("_died", stats is None)
+    final_path = locust_out / "final.json"
+    if not final_path.exists():
+        row.update(
+            valid=False,
+            invalid_reason="load generator wrote no statistics (see raw/<cell>/locust.log)",
+        )
+        return row
+    final = json.loads(final_path.read_text())
+    offered: float | None = cell.rate
+    if cell.scenario.kind == "capacity":  # the row describes the sustainable step; capacity.csv the search
+        final, capacity = A.capacity_result(final, cell.scenario.capacity)
+        keys = ("cell_id", "target", "strategy", "driver", "repeat")
+        row["_capacity"] = {**{k: row[k] for k in keys}, **capacity}
+        steps = json.loads(capacity["step_log"])
+        offered = capacity["sustainable_rps"] or (steps[0][0] if steps else None)
+    row.update(A.open_columns(final, cell.scenario.kind, offered))
+    history = [json.loads(line) for line in (locust_out / "history.jsonl").read_text().splitlines() if line]
+    t0 = float((locust_out / "started").read_text())
+    start = final["measure_start"] or t0
+    measure_s = final["stopped"] - start
+    sdicts = _samples_as_dicts(samples)
+    errors = final["errors"]
+    row.update(
+        measure_s=round(measure_s, 3),
+        requests=final["requests"],
+        failures=final["failures"],
+        error_rate=S.rate(final["failures"], final["requests"]),
+        rps=S.rate(final["requests"], measure_s),
+        latency_mean_ms=S.rate(final["total_response_time"], final["requests"]),
+        errors=S.errors_json(errors),
+        locust_requests=final["all_requests"],
+        target_requests=(stats or {}).get("requests"),
+        **S.latency_stats(final["response_times"]),
+        **S.connection_figures(sdicts, app, start, final["stopped"]),
+    )
+    row["sessions_per_request"] = S.rate(row.get("sessions_opened") or 0, final["all_requests"])
+    row["counts_agree"] = (
+        S.counts_agree(
+            final["all_requests"],
+            row["target_requests"],
+            row.get("sessions_opened"),
+            cell.users or cell.scenario.max_senders,  # requests in flight at the stop
+            target.session_per_request,
+            final["all_failures"],
+        )
+        # /stats answers from one worker process only: with several, the target's count is partial
+        if row["target_requests"] is not None and cell.scenario.workers == 1
+        else None
+    )
+    window = [s for s in samples if start <= s.t <= final["stopped"]]
+    target_use = summarize_usage(window, "target")
+    locust_use = summarize_usage(window, "locust")
+    row.update(
+        target_rss_mb=target_use["rss_mb"],
+        target_cpu_pct=target_use["cpu_pct"],
+        locust_cpu_pct=locust_use["cpu_pct"],
+    )
+    # The target's death is the cause to report first: Locust then spins on refused connections.
+    if row["valid"] and died and not cell.scenario.actions:
+        row.update(valid=False, invalid_reason="target died during the load")
+    cpu_limit = S.LOCUST_CPU_LIMIT * load_workers  # one core per Locust process
+    # A saturated load generator distorts latencies; a fault cell is read from its outcomes per 100 ms instead
+    # (outage, recovery), which a busy Locust still records, and a target failing at once makes any Locust spin.
+    if row["valid"] and (locust_use["cpu_pct"] or 0) > cpu_limit and not cell.scenario.actions:
+        row.update(valid=False, invalid_reason=f"load generator CPU {locust_use['cpu_pct']:.0f}% > {cpu_limit:.0f}%")
+    ts = S.per_second(history, sdicts, app, t0, events)
+    row["errors_53300"] = errors_with_sqlstate(final, "53300", start, final["stopped"])
+    if cell.scenario.actions:
+        row.update(action_metrics(cell, ts, events, t0, final=final, samples=sdicts))
+    for r in ts:
+        r.update(
+            cell_id=cell.id,
+            scenario=cell.scenario.name,
+            target=target.id,
+            users_level=cell.users,
+            repeat=cell.repeat,
+        )
+    row["_timeseries"] = ts
+    return row

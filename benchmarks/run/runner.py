@@ -1,0 +1,277 @@
+"""`connbench run`: the matrix of scenario x target x users level x repeat, on the embedded stack.
+
+Each cell starts its target fresh (`connbench serve`, the same command users and containers run), waits for
+/ready, drives it with Locust headless, samples PostgreSQL and the processes, collects /stats and stops the
+target (benchmarks/run/loadcell.py; cold starts in benchmarks/run/faults.py). Cells share one PostgreSQL per
+server configuration and connection path.
+
+Completed cells are written as they finish (atomically), so an interrupted run keeps them and
+`connbench run --resume DIR` finishes the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from benchmarks.errors import ConnbenchError
+from benchmarks.results.runfolder import Run, RunLock, check_out, new_run_id, prepare_out, read_manifest
+from benchmarks.run.baseline import run_baseline
+from benchmarks.run.cells import Cell, CellRun, applicable, plan, planned_seconds, with_path_override
+from benchmarks.run.faults import run_cold_start_cell
+from benchmarks.run.loadcell import run_load_cell
+from benchmarks.run.manifest import new_manifest
+from benchmarks.run.scenario import load_profile
+from benchmarks.run.verify import choose_verified
+from benchmarks.stack.external import ExternalPostgres
+from benchmarks.stack.network import Network
+from benchmarks.stack.pgbouncer import choose_targets
+from benchmarks.stack.postgres import EmbeddedPostgres, find_bindir
+from benchmarks.stack.procs import other_connbench_runs
+from targets.strategies import Settings
+from targets.yours import UserTarget, from_json, register, running_url
+
+
+@contextlib.contextmanager
+def stack(cells: list[Cell], db: ExternalPostgres | None = None) -> Iterator[tuple[EmbeddedPostgres, Network]]:
+    """PostgreSQL configured for the cells' server settings and TLS mode, the connection path of their RTT and
+    the PgBouncers they need; all always stopped. `db`: an existing database (--dsn) instead, as it is."""
+    if db is not None:
+        with Network(db) as net:
+            yield db, net
+        return
+    sc, first = cells[0].scenario, cells[0]
+    poolers = tuple(dict.fromkeys(c.pooler for c in cells if c.pooler))
+    with (
+        EmbeddedPostgres(max_connections=sc.max_connections, settings=sc.pg_settings, tls=first.tls) as pg,
+        Network(pg, first.rtt_ms, poolers) as net,
+    ):
+        yield pg, net
+
+
+# -- the matrix ----------------------------------------------------------------------------------------
+def run_matrix(
+    profile: str = "quick",
+    target_names: list[str] | None = None,
+    scenario_names: list[str] | None = None,
+    out: Path | None = None,
+    resume: Path | None = None,
+    baseline: bool = True,
+    load_workers: int = 1,
+    path: tuple[Any, Any, Any] = (None, None, None),
+    user_targets: list[UserTarget] | None = None,
+    dsn: str | None = None,
+    load_master: str = "",
+) -> Path:
+    """Run (or finish) a matrix and return its folder. `path`: (rtts, tls modes, poolers) from the command line,
+    each None or replacing every scenario's [network] value."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    find_bindir()  # no PostgreSQL: fail before creating anything
+    db = ExternalPostgres(dsn) if dsn else None  # --dsn: an existing database, checked before anything
+    lock: RunLock | None = None
+    if resume is not None:
+        manifest = read_manifest(resume)
+        lock = RunLock(resume)
+        lock.acquire()  # a second writer stops here, with one line naming the holder
+        if manifest.get("status") == "running":
+            manifest["writer_died"] = True
+            console.print(f"[yellow]{resume}: its last writer died without finishing; resuming[/]")
+        profile = manifest["profile"]
+        path = tuple(None if v is None else tuple(v) for v in manifest.get("path_override", path))
+        scenarios = with_path_override(load_profile(profile, list(manifest["scenarios"])), path)
+        targets = manifest["targets"]
+        named = manifest.get("targets_named", False)
+        register(from_json(manifest.get("user_targets", [])))
+        if manifest.get("database", {}).get("dsn") and db is None:
+            raise ConnbenchError(f"{resume} measured the database {manifest['database']['dsn']}: give --dsn again")
+        load_workers = manifest.get("load_workers", 1)
+        load_master = manifest.get("load_master", "")
+        baseline = manifest.get("baseline", baseline)
+        out = resume
+    else:
+        check_options(load_workers)
+        check_out(out)
+        scenarios = with_path_override(load_profile(profile, scenario_names), path)
+        if db is not None:
+            db.check()
+        if load_master and (target_names or not user_targets or not all(map(running_url, user_targets))):
+            raise ConnbenchError(
+                "--load-master: the targets connbench starts listen on loopback, out of reach of load workers on "
+                "other machines; measure services on other hosts with --url"
+            )
+        named = bool(target_names)
+        targets, skipped = choose_verified(
+            target_names, user_targets or [], db, used=lambda t: any(sc.selects(t, named) for sc in scenarios)
+        )
+        if not targets and not skipped:
+            names = ", ".join(sc.name for sc in scenarios)
+            raise ConnbenchError(f"no scenario of the run ({names}) is meant for the targets named (see --plan)")
+        if not targets:
+            raise ConnbenchError("no runnable target: " + "; ".join(f"{t}: {r}" for t, r in skipped.items()))
+        for t, reason in skipped.items():
+            console.print(f"[yellow]skipping {t}: {reason}[/]")
+        run_id = new_run_id(profile)
+        created = out is None or not out.exists()
+        out = prepare_out(out, run_id)
+        try:
+            lock = RunLock(out)
+            lock.acquire()
+            manifest = new_manifest(run_id, profile, scenarios, targets, skipped)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            if created:
+                shutil.rmtree(out, ignore_errors=True)  # a failed start leaves no folder behind
+            raise
+        manifest.update(load_workers=load_workers, baseline=baseline, path_override=path, load_master=load_master)
+        manifest["targets_named"] = named
+        manifest.update(
+            user_targets=[dataclasses.asdict(t) for t in user_targets or []],
+            database={"dsn": db.describe(), "created": db.created} if db else {"embedded": True},
+        )
+    if db is not None and resume is not None:
+        db.check()
+    cells, skipped_cells = applicable(plan(scenarios, targets, named), db is not None)
+    manifest["skipped_cells"] = skipped_cells
+    for cell_id, reason in skipped_cells.items():
+        console.print(f"[yellow]skipping {cell_id}: {reason}[/]")
+    run = Run(out, manifest)
+    for line in run.reconcile([c.id for c in cells]):
+        console.print(f"[yellow]repaired[/] {line}")
+    done = set(run.manifest["cells_done"])
+    todo = [c for c in cells if c.id not in done]
+    manifest.update(status="running", cells_total=len(cells), cells_missing=[c.id for c in todo], ended_at=None)
+    run.save_manifest()
+    console.print(f"connbench: {len(todo)} of {len(cells)} cells to run into {out}")
+    live = CellRun()
+    try:
+        if baseline and not (out / "baseline.csv").exists():
+            rtts = sorted({r for sc in scenarios for r in sc.rtt_ms})
+            tls = sorted({t for sc in scenarios for t in sc.tls})
+            with console.status("baseline: pgbench with and without -C"):
+                seconds = 2 if manifest["profile"] == "smoke" else 5  # smoke: that it works, in its 90 s
+                run_baseline(out / "baseline.csv", seconds=seconds, rtts=rtts, tls=tls, db=db)
+        _run_cells(todo, run, live, console, load_workers, db, load_master)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the clean-up half-way
+        live.stop_all()
+        manifest.update(status="interrupted")
+        console.print(f"[red]interrupted[/]: {len(manifest['cells_done'])} cells kept; finish with "
+                      f"`connbench run --resume {out}`")  # fmt: skip
+        raise
+    except BaseException:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        live.stop_all()
+        manifest.update(status="failed")
+        raise
+    else:
+        manifest.update(status="complete")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        manifest["cells_missing"] = [c.id for c in cells if c.id not in set(manifest["cells_done"])]
+        if manifest["status"] == "complete" and manifest["cells_missing"]:
+            manifest["status"] = "incomplete"
+        manifest["ended_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        run.save_manifest()
+        shutil.rmtree(out / "raw" / ".partial", ignore_errors=True)
+        lock.release()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    return out
+
+
+def check_options(load_workers: int) -> None:
+    """Everything a run reads from the command line and the environment, checked before anything starts."""
+    if load_workers < 1:
+        raise ConnbenchError(f"--load-workers must be 1 or more, got {load_workers}")
+    try:
+        Settings.from_env()
+    except ValueError as exc:
+        raise ConnbenchError(str(exc)) from None
+
+
+# Seconds a cell spends outside its load (start the target, wait for ready, start Locust, collect, stop); measured
+# by tests/bench_loadgen.py and recorded in README.
+
+
+def describe_plan(profile: str, target_names: list[str] | None, scenario_names: list[str] | None) -> list[str]:
+    """`connbench run --plan`: one line per scenario (cells, seconds) and the total, without starting anything."""
+    scenarios = load_profile(profile, scenario_names)
+    targets, _ = choose_targets(target_names)
+    cells = plan(scenarios, targets, bool(target_names))
+    lines = []
+    for sc in scenarios:
+        mine = [c for c in cells if c.scenario.name == sc.name]
+        lines.append(f"{sc.name:14} {len(mine):4} cells  ~{planned_seconds(mine):6.0f} s")
+    lines.append(f"{'total':14} {len(cells):4} cells  ~{planned_seconds(cells):6.0f} s ({profile} profile)")
+    return lines
+
+
+def _run_cells(
+    todo: list[Cell],
+    run: Run,
+    live: CellRun,
+    console: Any,
+    load_workers: int = 1,
+    db: ExternalPostgres | None = None,
+    load_master: str = "",
+) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    total = planned_seconds(todo)
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("cells"),
+               TimeElapsedColumn(), TextColumn("remaining ~{task.fields[eta]}")]  # fmt: skip
+    started = time.monotonic()
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("starting", total=len(todo), eta="?")
+        spent = 0.0
+        groups: dict[tuple, list[Cell]] = {}
+        for c in todo:  # one PostgreSQL per server configuration and connection path, shared by the scenarios
+            sc = c.scenario
+            groups.setdefault((sc.max_connections, tuple(sorted(sc.pg_settings.items())), c.tls, c.rtt_ms), []).append(
+                c
+            )
+        for group in groups.values():
+            with stack(group, db) as (pg, net):
+                for cell in group:
+                    progress.update(task, description=cell.id)
+                    partial = run.out / "raw" / ".partial"
+                    shutil.rmtree(partial, ignore_errors=True)
+                    others = set(other_connbench_runs())
+                    if cell.scenario.kind == "cold-start":
+                        row = run_cold_start_cell(cell, pg, net, partial, live)
+                    else:
+                        row = run_load_cell(cell, pg, net, partial, live, load_workers, load_master)
+                    row.update(cell.path_columns())
+                    for r in row.get("_timeseries", []):
+                        r.update(cell.path_columns())
+                    live.procs.clear()
+                    others |= set(other_connbench_runs())
+                    if others and row["valid"]:  # it shared the cores: not comparable with a run made alone
+                        pids = ", ".join(map(str, sorted(others)))
+                        row.update(valid=False, invalid_reason=f"another connbench run was running (pid {pids})")
+                    final_raw = run.out / "raw" / cell.id
+                    shutil.rmtree(final_raw, ignore_errors=True)
+                    partial.rename(final_raw)
+                    run.add(row)
+                    if not row["valid"]:
+                        progress.console.print(f"[yellow]{cell.id}: invalid: {row['invalid_reason']}[/]")
+                    elif not progress.console.is_terminal:  # a log file gets one line per cell instead of a bar
+                        done_n, total_n = len(run.manifest["cells_done"]), run.manifest["cells_total"]
+                        progress.console.print(
+                            f"cell {done_n}/{total_n} {cell.id} ({time.monotonic() - started:.0f} s)"
+                        )
+                    spent += planned_seconds([cell])
+                    elapsed = time.monotonic() - started
+                    eta = elapsed / spent * (total - spent) if spent else 0
+                    progress.update(task, advance=1, eta=f"{eta:.0f}s")
+                    if not pg.running():  # a fault may have left it down: start it again for the next cell
+                        pg.restart("fast")

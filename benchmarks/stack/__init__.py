@@ -1,0 +1,1 @@
+"""The stack connbench starts: PostgreSQL, PgBouncer, the connection path, target processes, containers."""
