@@ -249,6 +249,11 @@ def test_bootstrap_interval_of_the_median() -> None:
     assert R.within_noise((float("nan"), 1), (0, 2)) is None
 
 
+def test_numbers_read_at_a_readable_precision() -> None:
+    assert [R.num(v) for v in (37624.4, 314.2, 2.71, 0.214, 7.8e-05)] == ["37,624", "314", "2.71", "0.21", "7.8e-05"]
+    assert R.num(0.002, "s") == "2 ms" and R.num(0.25, "s") == "0.25 s" and R.num(float("nan")) == "n/a"
+
+
 # -- a synthetic run: levels, repeats, invalid cells, faults ---------------------------------------------
 def test_report_on_a_run_with_repeats_levels_and_faults(tmp_path: Path) -> None:
     run_dir = write_synthetic_run(tmp_path / "synthetic")

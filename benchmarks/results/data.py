@@ -321,6 +321,8 @@ def num(v: float, unit: str = "") -> str:
     if v is None or pd.isna(v):
         return "n/a"
     a = abs(v)
+    if unit == "s" and 0 < a < 0.1:  # 2 ms, not 2.0e-03 s
+        return num(v * 1000, "ms")
     if a >= 100:
         text = f"{v:,.0f}"
     elif a >= 10:
