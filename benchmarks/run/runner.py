@@ -158,7 +158,7 @@ def run_matrix(
             rtts = sorted({r for sc in scenarios for r in sc.rtt_ms})
             tls = sorted({t for sc in scenarios for t in sc.tls})
             with console.status("baseline: pgbench with and without -C"):
-                seconds = 2 if manifest["profile"] == "smoke" else 5  # smoke: that it works, in its 90 s
+                seconds = {"smoke": 2, "quick": 3}.get(manifest["profile"], 5)  # within the profile's time goal
                 run_baseline(out / "baseline.csv", seconds=seconds, rtts=rtts, tls=tls, db=db)
         _run_cells(todo, run, live, console, load_workers, db, load_master)
     except KeyboardInterrupt:
