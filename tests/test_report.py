@@ -255,6 +255,20 @@ def test_numbers_read_at_a_readable_precision() -> None:
 
 
 # -- a synthetic run: levels, repeats, invalid cells, faults ---------------------------------------------
+def test_answers_say_when_they_come_from_invalid_cells(tmp_path: Path) -> None:
+    from benchmarks.results import questions as Q
+
+    run_dir = write_synthetic_run(tmp_path / "synthetic")
+    answer, key = Q.shared_client(R.load_run(run_dir))
+    assert "global-asyncpg fails 60 %" in answer and "invalid" not in answer and key == "global-asyncpg: 60 % errors"
+    summary = pd.read_csv(run_dir / "summary.csv")
+    steady_global = (summary["scenario"] == "steady") & (summary["target"] == "global-asyncpg")
+    summary.loc[steady_global, ["valid", "invalid_reason"]] = [False, "load generator CPU 95% > 90%"]
+    summary.to_csv(run_dir / "summary.csv", index=False)
+    answer, key = Q.shared_client(R.load_run(run_dir))
+    assert "global-asyncpg fails" in answer and "set aside as invalid" in answer and "(invalid cells)" in key
+
+
 def test_report_on_a_run_with_repeats_levels_and_faults(tmp_path: Path) -> None:
     run_dir = write_synthetic_run(tmp_path / "synthetic")
     proc = run_connbench("report", str(run_dir), timeout=REPORT_TIMEOUT)
