@@ -280,6 +280,7 @@ def test_report_on_a_run_with_repeats_levels_and_faults(tmp_path: Path) -> None:
     table = R.findings(run).set_index("target")
     assert list(table.index) == run.targets
     assert table.loc["per-request-asyncpg", "users"] == 32 and table.loc["per-request-asyncpg", "repeats"] == 3
+    assert run.repeat_note().startswith("median of 3 repeats") and run.repeat_note("capacity") == "one run per cell"
     assert table.loc["pool-eager-asyncpg", "rps_lo"] < table.loc["pool-eager-asyncpg", "rps_hi"]
     assert "no valid steady cell" in table.loc["leaky-asyncpg", "note"]  # its only steady cells are invalid
     assert pd.isna(table.loc["leaky-asyncpg", "rps"])

@@ -60,8 +60,17 @@ class RunData:
     @property
     def repeats(self) -> int:
         """The largest number of repeats of any cell of the main scenario (1 when it has none)."""
-        s = self.summary[self.summary["scenario"] == MAIN_SCENARIO]
-        return int(s.groupby(["target", "users"])["repeat"].nunique().max()) if len(s) else 1
+        return self.repeats_in(MAIN_SCENARIO)
+
+    def repeats_in(self, scenario: str) -> int:
+        """The largest number of repeats of any cell of `scenario` (1 when it has none)."""
+        s = self.summary[self.summary["scenario"] == scenario]
+        return int(s.groupby(["target", "users", "params"], dropna=False)["repeat"].nunique().max()) if len(s) else 1
+
+    def repeat_note(self, scenario: str = MAIN_SCENARIO) -> str:
+        """What a figure's points are: a median with its interval, or one run per cell."""
+        n = self.repeats_in(scenario)
+        return f"median of {n} repeats, 95% bootstrap interval" if n >= 2 else "one run per cell"
 
     def max_connections(self, scenario: str) -> int | None:
         value = (self.manifest.get("scenarios") or {}).get(scenario, {}).get("max_connections")
