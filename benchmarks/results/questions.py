@@ -87,18 +87,18 @@ def shared_client(run: R.RunData) -> tuple[str, str] | None:
         f, rps = figure(run, "steady", t, "error_rate"), figure(run, "steady", t, "rps")
         if f is None and rps is not None and rps.value == 0:
             parts.append(f"{t} completes no request at all (each one hangs until the request timeout)")
-        elif f is not None and f.value > 0:
+            continue
+        # its failures come back in microseconds, so its cells can saturate Locust and be set aside
+        aside = f is None
+        f = f or figure(run, "steady", t, "error_rate", valid=False)
+        if f is not None and f.value > 0:
             errs = ", ".join(list(_errors(run, "steady", t))[:2])
-            parts.append(f"{t} fails {f.text(fmt=pct)} of requests ({errs})")
-            key = key or f"{t}: {pct(f.value)} errors"
-        elif f is None and (g := figure(run, "steady", t, "error_rate", valid=False)) and g.value > 0:
-            # its failures come back in microseconds, so its cells can saturate Locust and be set aside
-            errs = ", ".join(list(_errors(run, "steady", t))[:2])
-            parts.append(
-                f"{t} fails {g.text(fmt=pct)} of requests ({errs}) in cells set aside as invalid (see the "
-                "appendix: a saturated load generator sends less at once, so read this rate as a floor)"
+            where = (
+                " in cells set aside as invalid (see the appendix: a saturated load generator sends less at once, "
+                "so read this rate as a floor)"
             )
-            key = key or f"{t}: {pct(g.value)} errors (invalid cells)"
+            parts.append(f"{t} fails {f.text(fmt=pct)} of requests ({errs}){where if aside else ''}")
+            key = key or f"{t}: {pct(f.value)} errors" + (" (invalid cells)" if aside else "")
     restart = figure(run, "db-restart", "global-asyncpg", "recovered")
     pool = figure(run, "db-restart", "pool-eager-asyncpg", "recovery_s")
     if restart is not None and not restart.value:

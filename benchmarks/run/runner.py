@@ -23,7 +23,7 @@ from typing import Any
 
 from benchmarks.errors import ConnbenchError
 from benchmarks.results.runfolder import Run, RunLock, check_out, new_run_id, prepare_out, read_manifest
-from benchmarks.run.baseline import run_baseline
+from benchmarks.run.baseline import run_baseline, seconds_for
 from benchmarks.run.cells import Cell, CellRun, applicable, plan, planned_seconds, with_path_override
 from benchmarks.run.faults import run_cold_start_cell
 from benchmarks.run.loadcell import run_load_cell
@@ -158,7 +158,7 @@ def run_matrix(
             rtts = sorted({r for sc in scenarios for r in sc.rtt_ms})
             tls = sorted({t for sc in scenarios for t in sc.tls})
             with console.status("baseline: pgbench with and without -C"):
-                seconds = {"smoke": 2, "quick": 3}.get(manifest["profile"], 5)  # within the profile's time goal
+                seconds = seconds_for(manifest["profile"])
                 run_baseline(out / "baseline.csv", seconds=seconds, rtts=rtts, tls=tls, db=db)
         _run_cells(todo, run, live, console, load_workers, db, load_master)
     except KeyboardInterrupt:
