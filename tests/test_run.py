@@ -79,6 +79,19 @@ def test_smoke_run_numbers_tell_the_strategies_apart(smoke) -> None:
     assert ((fine * 10).round() == fine * 10).all()
 
 
+def test_load_workers_count_every_request(tmp_path: Path) -> None:
+    """Locust's master with two worker processes: its count includes the workers' last reports."""
+    out = tmp_path / "run"
+    proc = run_connbench(
+        "run", "--profile", "smoke", "--scenarios", "steady", "--targets", "per-request-asyncpg",
+        "--load-workers", "2", "--no-baseline", "--no-report", "--out", str(out), timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = pd.read_csv(out / "summary.csv").iloc[0]
+    assert row["valid"] and row["locust_requests"] > 100
+    assert row["counts_agree"], row[["locust_requests", "target_requests", "sessions_opened"]]
+
+
 def _children(pid: int) -> list[psutil.Process]:
     try:
         return psutil.Process(pid).children(recursive=True)

@@ -293,7 +293,7 @@ if CAPACITY:
 
 
 # Requests and failures counted before the warm-up reset, so the run can cross-check every request.
-_state = {"warmup_requests": 0, "warmup_failures": 0}
+_state: dict = {"warmup_requests": 0, "warmup_failures": 0}
 
 
 def _percentiles(times: dict, count: int) -> dict[str, float | None]:
@@ -433,12 +433,29 @@ def _errors_by_class(stats) -> dict[str, int]:
 
 @events.test_stop.add_listener
 def _on_stop(environment, **_kw) -> None:
+    """The measured window's end. A single process writes final.json now; a master waits for Locust's `quit`,
+    after which its workers have sent their last statistics (they send none when told to stop, only when told
+    to quit), so that its counts include every request its workers made."""
     if not OUT or isinstance(environment.runner, WorkerRunner):
         return
+    _state["stopped"] = time.time()
+    if isinstance(environment.runner, MasterRunner):
+        _state["environment"] = environment
+    else:
+        _write_final(environment)
+
+
+@events.quit.add_listener
+def _on_quit(**_kw) -> None:
+    if (environment := _state.pop("environment", None)) is not None:
+        _write_final(environment)
+
+
+def _write_final(environment) -> None:
     stats = environment.runner.stats
     total = stats.total
     final = {
-        "stopped": time.time(),
+        "stopped": _state["stopped"],
         "measure_start": float((Path(OUT) / "measure_start").read_text())
         if (Path(OUT) / "measure_start").exists()
         else None,
