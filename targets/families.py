@@ -4,7 +4,8 @@ A manifest says what the family needs on this machine (`requires`: executables o
 (`[build]`: an `install` command run in the folder when its `install_inputs` change, e.g. `npm ci` from the
 lockfile, then the `steps`, once per change of the hash of all inputs; the result is cached under the
 folder's `build/`), how to start one target (`[serve] command`, exec'd in the folder with
-`{host}` and `{port}` filled in and CONNBENCH_* in the environment, so signals reach the target itself) and
+`{host}` and `{port}` filled in and CONNBENCH_* in the environment, so signals reach the target itself;
+`ca_command` instead while connbench's PostgreSQL speaks TLS, see DB_CA_ENV) and
 which strategies it has (`[strategies.<name>]`: the target id is `<family>-<name>`). The Python targets
 (targets/app.py, strategies.py) are the `python` family, built into this package; targets/strategies.py
 adds the manifest families' targets to the one registry, TARGETS.
@@ -39,7 +40,11 @@ MANIFEST = "family.toml"
 STAMP = ".connbench-build.json"
 TOP_KEYS = {"description", "runtime", "driver", "requires", "build", "serve", "strategies"}
 BUILD_KEYS = {"install", "install_inputs", "inputs", "env", "steps"}
-SERVE_KEYS = {"command", "workers"}
+SERVE_KEYS = {"command", "ca_command", "workers"}
+# Set by connbench while its PostgreSQL speaks TLS: the PEM file of the throw-away certificate (named
+# server.crt, in a folder of its own). A family whose client verifies certificates has no `sslmode=require`
+# without verification, so its `ca_command` (with `{ca_dir}`: that folder) trusts the certificate instead.
+DB_CA_ENV = "CONNBENCH_DB_CA"
 STRATEGY_KEYS = {"summary", "session_per_request"}
 
 
@@ -67,6 +72,7 @@ class Family:
     build_env: dict[str, str]
     steps: tuple[tuple[str, ...], ...]
     command: tuple[str, ...]
+    ca_command: tuple[str, ...]  # the command while DB_CA_ENV is set (empty: `command` then too)
     workers: bool  # the command serves CONNBENCH_WORKERS processes itself
     targets: tuple[FamilyTarget, ...]
 
@@ -129,6 +135,7 @@ def load_family(path: Path) -> Family:
         build_env={k: str(v) for k, v in build.get("env", {}).items()},
         steps=tuple(_strings(where, "steps", step) for step in build.get("steps", [])),
         command=_strings(where, "command", serve["command"]),
+        ca_command=_strings(where, "ca_command", serve.get("ca_command", [])),
         workers=bool(serve.get("workers", False)),
         targets=tuple(targets),
     )
@@ -282,7 +289,9 @@ def serve(target: FamilyTarget, dsn: str, host: str, port: int, workers: int) ->
         "CONNBENCH_PID": str(os.getpid()),  # the exec'd process keeps it
         "CONNBENCH_STARTED_AT": repr(time.time()),
     }
-    argv = [part.format(host=host, port=port) for part in family.command]
+    ca = os.environ.get(DB_CA_ENV, "")
+    command = family.ca_command if ca and family.ca_command else family.command
+    argv = [part.format(host=host, port=port, ca_dir=os.path.dirname(ca)) for part in command]
     os.chdir(family.path)
     sys.stdout.flush()
     sys.stderr.flush()

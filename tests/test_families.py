@@ -202,6 +202,24 @@ def test_worker_per_request_always_succeeds(pg) -> None:
         wait_until(lambda: target_connections(pg.admin_dsn, "worker-per-request") == 0, 15, what="released")
 
 
+def test_worker_targets_speak_tls_to_a_tls_server() -> None:
+    """workerd verifies certificates: with --tls it trusts connbench's throw-away one (worker-tls.capnp)."""
+    with EmbeddedPostgres(tls=True) as tls_pg:
+        assert "sslmode=require" in tls_pg.dsn
+        with start_target("worker-per-request", tls_pg.dsn) as t:
+            assert [t.get("/db").status_code for _ in range(4)] == [200] * 4
+        with start_target("worker-global", tls_pg.dsn) as t:  # the seed's client, over TLS while a request holds it
+            held = threading.Thread(target=t.get, args=("/db?work_ms=1000&hold=1",))
+            held.start()
+            ssl_query = (
+                "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)"
+                " WHERE a.application_name = 'connbench:worker-global'"
+            )
+            wait_until(lambda: query(tls_pg.admin_dsn, ssl_query) == [(True,)], 10, what="its TLS connection")
+            held.join()
+    assert families.DB_CA_ENV not in os.environ  # the certificate is forgotten with its server
+
+
 # -- prisma: Prisma Client on Node ---------------------------------------------------------------------
 def test_prisma_per_request_opens_a_session_per_request(pg) -> None:
     with start_target("prisma-per-request", pg.dsn) as t:

@@ -35,6 +35,7 @@ from benchmarks.stack.procs import (
     service_ids,
     stop_process,
 )
+from targets.families import DB_CA_ENV
 
 INIT_SQL = Path(__file__).parents[1] / "sql" / "init.sql"
 DB_NAME = "connbench"
@@ -192,6 +193,7 @@ class EmbeddedPostgres(Managed):
                 raise ConnbenchError(f"initdb failed: {(out.stderr or out.stdout).strip().splitlines()[-1]}")
             if self.tls:
                 self._make_certificate()
+                os.environ[DB_CA_ENV] = str(self.tls_files[0])  # inherited by every target connbench starts
         self._launch()
         if first:
             self._seed()
@@ -236,11 +238,15 @@ class EmbeddedPostgres(Managed):
         )
 
     def _make_certificate(self) -> None:
-        """A self-signed P-256 certificate for 127.0.0.1 in the cluster's directory (removed with it)."""
+        """A self-signed P-256 certificate for 127.0.0.1 in the cluster's directory (removed with it).
+
+        It names 127.0.0.1 as its subjectAltName too, so a client that verifies it (workerd: it has no
+        `sslmode=require` without verification) accepts it once trusted; DB_CA_ENV says where it is."""
         cert, key = self.tls_files
         out = self._run(
             ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1"]
+             "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1"]
         )  # fmt: skip
         if out.returncode != 0:
             raise ConnbenchError(f"openssl could not make a certificate: {out.stderr.strip().splitlines()[-1:]}")
@@ -273,6 +279,8 @@ class EmbeddedPostgres(Managed):
             self.stop("fast", timeout=10)
         finally:
             if self.dir is not None:
+                if os.environ.get(DB_CA_ENV) == str(self.tls_files[0]):
+                    del os.environ[DB_CA_ENV]
                 shutil.rmtree(self.dir, ignore_errors=True)
                 self.dir = None
 

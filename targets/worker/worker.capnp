@@ -1,4 +1,4 @@
-# workerd config for the worker family. `connbench serve` runs
+# workerd config for the worker family (worker-tls.capnp with --tls). `connbench serve` runs
 #   workerd serve worker.capnp --socket-addr http=HOST:PORT
 # with CONNBENCH_* in the environment; the Worker reads them through fromEnvironment bindings.
 using Workerd = import "/workerd/workerd.capnp";
