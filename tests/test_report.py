@@ -65,7 +65,7 @@ def expected_figures(run: R.RunData) -> set[str]:
         if scenario in R.SWEPT_SCENARIOS:  # their own figure, named like the scenario, without a timeline
             names.add(scenario)
             continue
-        if scenario in (R.MAIN_SCENARIO, "spike"):
+        if scenario in (R.MAIN_SCENARIO, "spike") or scenario in R.path_scenarios(run):  # the path's figures
             continue
         if run.manifest["scenarios"].get(scenario, {}).get("kind") in ("arrival", "capacity"):
             names.add(scenario)  # the open-model figures (arrival.png, capacity.png), without a timeline

@@ -522,8 +522,9 @@ def _fault_sentences(run: RunData) -> list[str]:
     """One sentence per target of each fault scenario the run has, from whichever fault columns it filled."""
     out = []
     s = run.summary[run.summary["valid"]]
+    own_figures = path_scenarios(run)
     for scenario, g in s.groupby("scenario", sort=False):
-        if scenario in (MAIN_SCENARIO, "spike") or scenario in SWEPT_SCENARIOS:
+        if scenario in (MAIN_SCENARIO, "spike") or scenario in SWEPT_SCENARIOS or scenario in own_figures:
             continue
         parts_by_target = []
         for target, rows in g.groupby("target", sort=False):
@@ -815,11 +816,16 @@ def reference_baseline(b: pd.DataFrame) -> pd.DataFrame:
     return b[(rtt == rtt.min()) & (tls == first_tls)]
 
 
+def path_scenarios(run: RunData) -> set[str]:
+    """The scenarios that ran at two RTTs or more: the connection-path figures and sentences tell their story."""
+    rtts = run.summary[run.summary["rtt_ms"].notna()].groupby("scenario")["rtt_ms"].nunique()
+    return set(rtts[rtts >= 2].index)
+
+
 def distance_aggregate(run: RunData) -> pd.DataFrame:
     """Valid load cells of the scenarios that ran at two RTTs or more: per path key and RTT, the medians over
     repeats of p50, p99 and throughput. Empty when no scenario did."""
-    s = run.summary[run.summary["valid"] & run.summary["rtt_ms"].notna()].copy()
-    s = s[s.groupby("scenario")["rtt_ms"].transform("nunique") >= 2]
+    s = run.summary[run.summary["valid"] & run.summary["scenario"].isin(path_scenarios(run))].copy()
     if s.empty:
         return pd.DataFrame(columns=[*PATH_KEYS, "rtt_ms", "latency_p50_ms", "latency_p99_ms", "rps"])
     s["pooler"] = s["pooler"].fillna("")
