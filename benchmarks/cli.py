@@ -356,6 +356,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         args.locustfile,
         _path_options(args, False),
         dsn=args.dsn,
+        user_targets=_user_targets(args),
     )
 
 
@@ -369,7 +370,7 @@ def _add_up(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--locustfile", default=None, help="default: benchmarks/load/locustfile.py")
     _add_path_options(s, many=False)
-    s.add_argument("--dsn", default=None, help="an existing PostgreSQL (its role needs pg_monitor) instead")
+    _add_service_options(s)
     s.set_defaults(func=cmd_up)
 
 

@@ -55,8 +55,9 @@ class Up:
 
 
 @contextmanager
-def connbench_up(*args: str, timeout: float = 240.0) -> Iterator[Up]:
-    """Run `connbench up --web-port P ARGS`, wait for its banner; always end it (and check it ended)."""
+def connbench_up(*args: str, timeout: float = 240.0, env: dict[str, str] | None = None) -> Iterator[Up]:
+    """Run `connbench up --web-port P ARGS` (`env`: added to the environment), wait for its banner; always end
+    it (and check it ended)."""
     web_port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.cli", "up", "--web-port", str(web_port), *args],
@@ -65,7 +66,7 @@ def connbench_up(*args: str, timeout: float = 240.0) -> Iterator[Up]:
         stdin=subprocess.DEVNULL,
         text=True,
         cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
         start_new_session=True,
         preexec_fn=sigint_default,
     )

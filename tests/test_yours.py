@@ -212,6 +212,32 @@ def test_target_file_and_url_options_name_their_mistakes(tmp_path: Path) -> None
     assert svc.conn_key == "role:svc" and svc.url == "http://127.0.0.1:1"
 
 
+def test_up_with_your_services(pg, serve, tmp_path: Path) -> None:
+    """`connbench up` with a service already running (--url) and one it starts (--target-file): both in the
+    UI's registry and the connection panel; up stops only the one it started."""
+    from test_up import connbench_up
+
+    mine = serve("pool-eager-asyncpg")
+    theirs = tmp_path / "theirs.toml"
+    theirs.write_text(
+        'name = "theirs"\ncommand = ["connbench", "serve", "pool-eager-psycopg", "--port", "{port}"]\n'
+        'env = { CONNBENCH_DSN = "{dsn}" }\napplication_name = "connbench:pool-eager-psycopg"\n'
+    )
+    args = ["--dsn", pg.dsn, "--url", f"mine={mine.url}", "--app-name", f"mine={APP}", "--target-file", str(theirs)]
+    with connbench_up(*args, env=PATH_ENV) as up:
+        assert list(up.targets()) == ["theirs"], up.output()  # no built-in target without --targets
+        assert re.search(rf"mine +{re.escape(mine.url)} +\(already running\)", up.output()), up.output()
+        started = up.targets()["theirs"]
+        panel = httpx.get(up.web_url + "/connbench/connections", timeout=10).json()
+        rows = {r["target"]: r["total"] for r in panel["targets"]}
+        assert rows["mine"] == rows["theirs"] == Settings().pool_min, panel["targets"]
+        up.proc.send_signal(signal.SIGTERM)
+        assert up.proc.wait(60) == 0, up.output()
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(started + "/ready", timeout=2)  # the service up started is stopped
+    assert httpx.get(mine.url + "/ready", timeout=5).status_code == 200  # the one it did not start still runs
+
+
 # -- load from workers elsewhere (here: on loopback) -----------------------------------------------------
 def test_load_from_remote_workers(pg, serve, tmp_path: Path) -> None:
     target = serve("pool-eager-asyncpg")

@@ -2,7 +2,9 @@
 
 An embedded PostgreSQL, PgBouncer in front of it when installed, every runnable target under
 `connbench serve` on a free loopback port (the pgbouncer targets through PgBouncer), and Locust with its web
-UI (one User class per target in the class picker, the connection panel of benchmarks/load/panel.py). Optionally
+UI (one User class per target in the class picker, the connection panel of benchmarks/load/panel.py). Your
+own services join them: a target file's command is started like a target, a --url service is only added to
+the UI and the panel (instead of the built-in targets unless --targets names some). Optionally
 Locust runs as a master with local worker processes. Ctrl-C or SIGTERM stops everything: Locust first, then
 the targets (gracefully, so their exit hooks run), PgBouncer and PostgreSQL; no process and no temporary
 directory is left behind.
@@ -27,6 +29,7 @@ from benchmarks.errors import ConnbenchError
 from benchmarks.load import LOCUSTFILE
 from benchmarks.stack.procs import Managed, check_port_free, die_with_parent, free_port, log_tail, make_temp_dir
 from targets.strategies import TARGETS
+from targets.yours import UserTarget, register, running_url
 
 CONNBENCH = [sys.executable, "-m", "benchmarks.cli"]
 # Variables that make the locustfile run a `connbench run` cell; never inherited by the interactive UI.
@@ -81,8 +84,10 @@ class Stack(Managed):
         tls: bool = False,
         pooler: str = "near-db",
         dsn: str | None = None,
+        user_targets: list[UserTarget] | None = None,
     ) -> None:
         self.rtt_ms, self.tls, self.pooler = rtt_ms, tls, pooler
+        self.user_targets = user_targets or []
         self.dsn = dsn  # an existing database (benchmarks/stack/external.py) instead of the embedded one
         self.requested = targets
         self.web_port = web_port
@@ -96,6 +101,7 @@ class Stack(Managed):
         self.pg = None
         self.net = None  # benchmarks.stack.network.Network: the distance and PgBouncer
         self.targets: dict[str, Child] = {}
+        self.running: dict[str, str] = {}  # --url services: target -> URL (connbench did not start them)
         self.skipped: dict[str, str] = {}
         self.locust: Child | None = None
         self.workers: list[Child] = []
@@ -119,11 +125,14 @@ class Stack(Managed):
         if self.load_workers < 0:
             raise ConnbenchError("--load-workers must be 0 or more")
         check_port_free(self.web_port, "the Locust web UI")
-        ids, self.skipped = choose_targets(self.requested)
+        builtin = [n for n in self.requested or [] if n not in {t.id for t in self.user_targets}]
+        ids, self.skipped = choose_targets(builtin or None) if builtin or not self.user_targets else ([], {})
+        register(self.user_targets)  # after choose_targets: the user's targets belong to no buildable family
         if self.dsn:
             why = "connbench puts no PgBouncer in front of a database it did not start (--dsn)"
             self.skipped.update({t: why for t in ids if TARGETS[t].via_pgbouncer})
             ids = [t for t in ids if t not in self.skipped]
+        ids += [t.id for t in self.user_targets]
         if not ids:
             raise ConnbenchError("no target can run here: " + "; ".join(sorted(set(self.skipped.values()))))
         self.dir = make_temp_dir("connbench-up-")
@@ -145,9 +154,17 @@ class Stack(Managed):
         self.say(self.net.describe())
 
         for t in ids:  # start them all, then wait: the imports and pool fills overlap
-            env = {**os.environ, "CONNBENCH_DSN": self.net.dsn(t, self.pooler)}  # not --dsn: no password in `ps`
+            if url := running_url(TARGETS[t]):
+                self.running[t] = url
+                continue
+            dsn = self.net.dsn(t, self.pooler)
+            env = {**os.environ, "CONNBENCH_DSN": dsn}  # not --dsn: no password in `ps`
             port = free_port()
-            self.targets[t] = self._spawn(t, [*CONNBENCH, "serve", t, "--port", str(port)], port, env)
+            cmd = [*CONNBENCH, "serve", t, "--port", str(port)]
+            if isinstance(TARGETS[t], UserTarget):  # a target file: its own command
+                cmd, own_env = TARGETS[t].launch(port, dsn, 1)
+                env.update(own_env)
+            self.targets[t] = self._spawn(t, cmd, port, env)
         self._wait_targets()
         self._start_locust()
 
@@ -175,7 +192,7 @@ class Stack(Managed):
                     raise ConnbenchError(
                         f"target {t} exited with {child.proc.returncode} while starting; log:\n{log_tail(child.log)}"
                     )
-                if http_ok(child.url + "/ready", timeout=1.0):
+                if http_ok(child.url + TARGETS[t].ready_path, timeout=1.0):
                     del waiting[t]
             if waiting and time.monotonic() > deadline:
                 t, child = next(iter(waiting.items()))
@@ -187,7 +204,8 @@ class Stack(Managed):
     def locust_env(self) -> dict[str, str]:
         assert self.pg is not None
         env = {k: v for k, v in os.environ.items() if k not in RUNNER_ONLY_ENV}
-        env["CONNBENCH_TARGET_URLS"] = ",".join(f"{t}={c.url}" for t, c in self.targets.items())
+        urls = {**{t: c.url for t, c in self.targets.items()}, **self.running}
+        env["CONNBENCH_TARGET_URLS"] = ",".join(f"{t}={url}" for t, url in urls.items())
         env["CONNBENCH_ADMIN_DSN"] = self.pg.admin_dsn
         env["CONNBENCH_DB_NAME"] = self.pg.dbname  # the database the panel counts
         return env
@@ -211,10 +229,12 @@ class Stack(Managed):
             time.sleep(0.2)
 
     def describe(self) -> Iterator[str]:
-        width = max(len(t) for t in self.targets)
+        width = max(len(t) for t in [*self.targets, *self.running, *self.skipped])
         yield "targets:"
         for t, child in self.targets.items():
             yield f"  {t:<{width}}  {child.url}"
+        for t, url in self.running.items():
+            yield f"  {t:<{width}}  {url}  (already running)"
         for t, why in self.skipped.items():
             yield f"  {t:<{width}}  skipped: {why}"
         if self.workers:
@@ -301,6 +321,7 @@ def run_up(
     locustfile: str | None,
     path: tuple = (None, None, None),
     dsn: str | None = None,
+    user_targets: list[UserTarget] | None = None,
 ) -> int:
     """`connbench up`: start, print the addresses, run until Ctrl-C / SIGTERM, stop everything.
     `path`: (rtts, tls modes, poolers) of the command line, one value each (the first pooler)."""
@@ -316,6 +337,7 @@ def run_up(
         tls=bool(tls and tls[0]),
         pooler=poolers[0] if poolers else "near-db",
         dsn=dsn,
+        user_targets=user_targets,
     ) as stack:
         for line in stack.describe():
             print(line, flush=True)
