@@ -28,10 +28,10 @@ from pathlib import Path
 from benchmarks.errors import ConnbenchError
 from benchmarks.load import LOCUSTFILE
 from benchmarks.stack.procs import Managed, check_port_free, die_with_parent, free_port, log_tail, make_temp_dir
+from benchmarks.stack.targetproc import target_command
 from targets.strategies import TARGETS
-from targets.yours import UserTarget, register, running_url
+from targets.yours import UserTarget, running_url
 
-CONNBENCH = [sys.executable, "-m", "benchmarks.cli"]
 # Variables that make the locustfile run a `connbench run` cell; never inherited by the interactive UI.
 RUNNER_ONLY_ENV = (
     "CONNBENCH_LOCUST_OUT",
@@ -125,9 +125,7 @@ class Stack(Managed):
         if self.load_workers < 0:
             raise ConnbenchError("--load-workers must be 0 or more")
         check_port_free(self.web_port, "the Locust web UI")
-        builtin = [n for n in self.requested or [] if n not in {t.id for t in self.user_targets}]
-        ids, self.skipped = choose_targets(builtin or None) if builtin or not self.user_targets else ([], {})
-        register(self.user_targets)  # after choose_targets: the user's targets belong to no buildable family
+        ids, self.skipped = choose_targets(self.requested, self.user_targets)
         if self.dsn:
             why = "connbench puts no PgBouncer in front of a database it did not start (--dsn)"
             self.skipped.update({t: why for t in ids if TARGETS[t].via_pgbouncer})
@@ -157,13 +155,9 @@ class Stack(Managed):
             if url := running_url(TARGETS[t]):
                 self.running[t] = url
                 continue
-            dsn = self.net.dsn(t, self.pooler)
-            env = {**os.environ, "CONNBENCH_DSN": dsn}  # not --dsn: no password in `ps`
-            port = free_port()
-            cmd = [*CONNBENCH, "serve", t, "--port", str(port)]
-            if isinstance(TARGETS[t], UserTarget):  # a target file: its own command
-                cmd, own_env = TARGETS[t].launch(port, dsn, 1)
-                env.update(own_env)
+            dsn, port = self.net.dsn(t, self.pooler), free_port()
+            cmd, own_env = target_command(t, dsn, port, 1)
+            env = {**os.environ, **own_env, "CONNBENCH_DSN": dsn}  # not --dsn: no password in `ps`
             self.targets[t] = self._spawn(t, cmd, port, env)
         self._wait_targets()
         self._start_locust()

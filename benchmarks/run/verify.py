@@ -23,7 +23,7 @@ import psycopg
 from benchmarks.load.sampler import open_monitor, poll_connections
 from benchmarks.stack.procs import free_port, log_tail, stop_process
 from targets.strategies import TARGETS, Target, get_target
-from targets.yours import UserTarget, register, running_url
+from targets.yours import UserTarget, running_url
 
 SEEN_WITHIN_S = 12.0  # worker-global's every second request waits 5 s for its pool: room for two more
 HELD_PROBE = "/db?work_ms=20&hold=1"  # the contract's parameters; a user's service gets plain /db
@@ -144,16 +144,13 @@ def choose_verified(
     """
     from benchmarks.stack.pgbouncer import choose_targets
 
-    user_ids = [t.id for t in user_targets]
-    builtin = [n for n in target_names or [] if n not in user_ids]
-    targets, skipped = choose_targets(builtin or None) if builtin or not user_targets else ([], {})
-    register(user_targets)  # after choose_targets: the user's targets belong to no buildable family
+    targets, skipped = choose_targets(target_names, user_targets)
     if used is not None:
         targets = [t for t in targets if used(t)]
     if db is not None:
         why = "connbench puts no PgBouncer in front of a database it did not start (--dsn)"
         skipped.update({t: why for t in targets if TARGETS[t].via_pgbouncer})
-    targets = [t for t in targets if t not in skipped] + user_ids
+    targets = [t for t in targets if t not in skipped] + [t.id for t in user_targets]
     failed = verify_all(targets, db, say)
     skipped.update(failed)
     return [t for t in targets if t not in failed], skipped

@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.errors import ConnbenchError
@@ -30,6 +31,7 @@ from benchmarks.stack.procs import (
 )
 from targets.families import missing_reason as family_missing_reason
 from targets.strategies import TARGETS, get_target
+from targets.yours import UserTarget, register
 
 DEFAULT_POOL_SIZE = 10
 
@@ -47,12 +49,21 @@ def missing_reason() -> str | None:
     return None
 
 
-def choose_targets(names: list[str] | None = None) -> tuple[list[str], dict[str, str]]:
-    """The requested target ids (default: all, registry order) that can run here, and the others with why.
+def choose_targets(
+    names: list[str] | None = None, yours: Sequence[UserTarget] = ()
+) -> tuple[list[str], dict[str, str]]:
+    """The requested built-in target ids (default: all, registry order) that can run here, and the others
+    with why. With targets of the user's own (`yours`), only the built-in targets `names` names (none when it
+    names none); `yours` are then added to the registry (after the choice: they belong to no buildable family).
 
     The pgbouncer strategy depends on this machine (the PgBouncer binary), the other families on their
     runtime and build (targets/families.py builds a family here on first use).
     """
+    if yours:
+        names = [n for n in names or [] if n not in {t.id for t in yours}]
+        chosen = choose_targets(names) if names else ([], {})
+        register(list(yours))
+        return chosen
     wanted = [get_target(n).id for n in names] if names else list(TARGETS)
     reason = missing_reason()
     skipped = {t: reason for t in wanted if TARGETS[t].via_pgbouncer and reason}

@@ -16,12 +16,17 @@ from targets.strategies import get_target
 from targets.yours import is_user_target
 
 
+def target_command(target: str, dsn: str, port: int, workers: int) -> tuple[list[str], dict[str, str]]:
+    """The command that starts a target and what it adds to the environment: `connbench serve`, or for a
+    user's service the command of its target file."""
+    if is_user_target(t := get_target(target)):
+        return t.launch(port, dsn, workers)
+    return [sys.executable, "-m", "benchmarks.cli", "serve", target, "--port", str(port), "--workers", str(workers)], {}
+
+
 def start_target(target: str, dsn: str, port: int, workers: int, env: dict[str, str], log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "benchmarks.cli", "serve", target, "--port", str(port)]
-    cmd += ["--workers", str(workers)]
-    if is_user_target(t := get_target(target)):  # a user's service: the command of its target file
-        cmd, own_env = t.launch(port, dsn, workers)
-        env = {**env, **own_env}
+    cmd, own_env = target_command(target, dsn, port, workers)
+    env = {**env, **own_env}
     with open(log, "ab") as fh:
         return subprocess.Popen(
             cmd,
