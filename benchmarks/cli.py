@@ -71,6 +71,8 @@ def cmd_db(args: argparse.Namespace) -> int:
         if reason:
             print(f"# no pgbouncer: {reason}", flush=True)
         print(net.describe(), flush=True)
+        if pg.tls:  # the worker targets verify it: `CONNBENCH_DB_CA=... connbench serve worker-...`
+            print(f"# certificate: {pg.tls_files[0]} (the worker targets need it as CONNBENCH_DB_CA)", flush=True)
         _wait_forever(pg.running)
     return 0
 
