@@ -149,16 +149,26 @@ def test_orphaned_temp_dirs_are_reclaimed_only_when_their_owner_died() -> None:
     dead = make_temp_dir("connbench-test-")
     child = subprocess.Popen(["true"])
     child.wait()
-    (dead / OWNER_FILE).write_text(json.dumps({"pid": child.pid, "created": time.time()}))
+    gone = json.dumps({"pid": child.pid, "created": time.time()})
+    busy = make_temp_dir("connbench-test-")  # its owner died, but a process (a server shutting down) works in it
+    for path in (dead, busy):
+        (path / OWNER_FILE).write_text(gone)
+    (busy / "data").mkdir()
+    server = subprocess.Popen(["sleep", "60"], cwd=busy / "data")
     try:
         removed = reclaim_orphans()
         assert dead in removed and not dead.exists()
         assert mine.exists()
+        assert busy.exists() and busy not in removed
+        server.kill()
+        server.wait()
+        assert busy in reclaim_orphans() and not busy.exists()  # once nobody works in it
     finally:
         import shutil
 
-        shutil.rmtree(mine, ignore_errors=True)
-        shutil.rmtree(dead, ignore_errors=True)
+        server.kill()
+        for path in (mine, dead, busy):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 # -- a crash at a random moment, then --resume ---------------------------------------------------------------

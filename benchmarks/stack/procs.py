@@ -123,18 +123,39 @@ def write_owner(path: Path) -> None:
     (path / OWNER_FILE).write_text(json.dumps({"pid": me.pid, "created": me.create_time()}))
 
 
+def _working_dirs() -> list[str]:
+    """The working directories of the processes this user may see (PostgreSQL's are its data directory)."""
+    import psutil
+
+    cwds = []
+    for proc in psutil.process_iter(["cwd"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.info["cwd"]:
+                cwds.append(proc.info["cwd"])
+    return cwds
+
+
 def reclaim_orphans(root: Path | None = None) -> list[Path]:
-    """Remove connbench temporary directories whose owner process is gone; return what was removed."""
+    """Remove connbench temporary directories whose owner process is gone; return what was removed.
+
+    A directory that a process still works in is left for a later start: the server of a killed owner may
+    still be shutting down (the parent-death signal asks it to), and a removal under its feet would leave
+    the files it writes last behind, without the owner file that marks them for reclaiming."""
     removed = []
+    busy: list[str] | None = None
     for path in Path(root or tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
         owner = path / OWNER_FILE
         try:
             info = json.loads(owner.read_text())
         except (OSError, ValueError):
             continue  # not ours to judge: made by an older version, a test, or still being created
-        if not _owner_alive(info):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+        if _owner_alive(info):
+            continue
+        busy = _working_dirs() if busy is None else busy
+        if any(cwd == str(path) or cwd.startswith(f"{path}{os.sep}") for cwd in busy):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
     return removed
 
 
