@@ -162,7 +162,7 @@ def test_idle_timeout_kills_the_global_connection_asyncpg_pool_reconnects(idle_t
 def _final(ticks: dict[float, dict[str, int]], spans: list[list] | None = None) -> dict:
     out = {"ticks": {str(round(t * 10)): v for t, v in ticks.items()}, "stopped": max(ticks) + 2}
     if spans is not None:
-        out["failure_spans"] = spans
+        out["failure_spans_s"] = spans
     return out
 
 
@@ -185,11 +185,13 @@ def test_action_metrics_outage_recovery_and_recovered() -> None:
 def test_accepted_failures_count_requests_in_flight_at_the_signal() -> None:
     t0 = 1000.0
     ticks = {t0 + i / 10: {"ok": 10} for i in range(20)} | {t0 + 2.1: {"ConnectionRefusedError": 30}}
-    spans = [
-        [int((t0 + 1.95) * 100), int((t0 + 2.05) * 100), "ConnectionRefusedError", 3],  # in flight, re-sent, refused
-        [int((t0 + 2.06) * 100), int((t0 + 2.06) * 100), "ConnectionRefusedError", 27],  # sent after: not counted
+    spans = [  # the signal at t0 + 2.003; failure times floored to 10 ms
+        [t0 + 2.0025, t0 + 2.0, "ConnectionRefusedError", 3],  # in flight, re-sent, refused
+        [t0 + 2.0035, t0 + 2.0, "ConnectionRefusedError", 20],  # sent just after, in the same 10 ms: not counted
+        [t0 + 2.06, t0 + 2.06, "ConnectionRefusedError", 7],  # sent after: not counted
+        [t0 + 1.5, t0 + 1.5, "HTTPError", 2],  # failed before the signal: not counted
     ]
-    ev = [(t0, "load-start"), (t0 + 2.0, "sigkill")]
+    ev = [(t0, "load-start"), (t0 + 2.003, "sigkill")]
     m = F.action_metrics(None, [], ev, t0, final=_final(ticks, spans))  # type: ignore[arg-type]
     assert m["errors_after_action"] == 3
     assert m["recovered"] is None and m["outage_s"] is None

@@ -85,12 +85,12 @@ def accepted_failures(final: dict[str, Any], signalled: float, after: list[Bin])
     connection (GET is idempotent) and so fails as ConnectionRefusedError: its span, not its name, says that
     it was in flight.
     """
-    spans = final.get("failure_spans")
+    spans = final.get("failure_spans_s")
     if spans is None:  # an older locustfile: refused connections cannot be told from lost requests
         return sum(n for b in after for k, n in b.failed.items() if k not in NOT_LISTENING)
-    cs = signalled * 100
-    in_flight = sum(n for sent, done, _err, n in spans if sent < cs <= done + 1)
-    later = sum(n for sent, _done, err, n in spans if sent >= cs and err not in NOT_LISTENING)
+    # sent is floored to 0.1 ms and the failure to 10 ms: sent before the signal, failed at or after it
+    in_flight = sum(n for sent, done, _err, n in spans if sent < signalled < done + 0.01)
+    later = sum(n for sent, _done, err, n in spans if sent >= signalled and err not in NOT_LISTENING)
     return in_flight + later
 
 

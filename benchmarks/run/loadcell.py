@@ -76,6 +76,8 @@ def run_load_cell(
         "CONNBENCH_WARMUP": str(sc.warmup),
         "CONNBENCH_DB_QUERY": urllib.parse.urlencode(db_params),
         "CONNBENCH_GO_FILE": str(go),
+        # each failed request's send time, for the requests lost when the target is signalled (faults.py)
+        "CONNBENCH_FAILURE_SPANS": "1" if any(a.do in ("sigterm", "sigkill") for a in sc.actions) else "",
     }
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url,
            "--csv", str(raw / "locust"), "--csv-full-history", "--only-summary", "--stop-timeout", "2",
