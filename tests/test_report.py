@@ -252,6 +252,10 @@ def test_bootstrap_interval_of_the_median() -> None:
 def test_numbers_read_at_a_readable_precision() -> None:
     assert [R.num(v) for v in (37624.4, 314.2, 2.71, 0.214, 7.8e-05)] == ["37,624", "314", "2.71", "0.21", "7.8e-05"]
     assert R.num(0.002, "s") == "2 ms" and R.num(0.25, "s") == "0.25 s" and R.num(float("nan")) == "n/a"
+    from benchmarks.results.questions import Figure
+
+    assert Figure(0.002, 0.0015, 0.003, 3).text("s") == "2 ms [1.5–3]"  # an answer's seconds, with its interval
+    assert Figure(0.38, float("nan"), float("nan"), 1).text("s") == "0.38 s"
 
 
 # -- a synthetic run: levels, repeats, invalid cells, faults ---------------------------------------------
