@@ -325,12 +325,17 @@ def ratio_text(r: float) -> str:
     return f"{r:.2f}×"
 
 
+def in_ms(v: float, unit: str) -> bool:
+    """Is `v` seconds better read in milliseconds (2 ms, not 2.0e-03 s)?"""
+    return unit == "s" and 0 < abs(v) < 0.1
+
+
 def num(v: float, unit: str = "") -> str:
     """A number at a readable precision: 37,624 / 314 / 2.7 / 0.21 / 7.8e-05."""
     if v is None or pd.isna(v):
         return "n/a"
     a = abs(v)
-    if unit == "s" and 0 < a < 0.1:  # 2 ms, not 2.0e-03 s
+    if in_ms(v, unit):
         return num(v * 1000, "ms")
     if a >= 100:
         text = f"{v:,.0f}"

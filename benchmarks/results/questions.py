@@ -29,7 +29,7 @@ class Figure:
     def text(self, unit: str = "", fmt: Callable[[float], str] = R.num) -> str:
         if math.isnan(self.value):
             return "n/a"
-        if unit == "s" and fmt is R.num and 0 < abs(self.value) < 0.1:  # 2 ms [1–3], not 2.0e-03 s
+        if fmt is R.num and R.in_ms(self.value, unit):  # 2 ms [1–3], not 2.0e-03 s
             return Figure(self.value * 1000, self.lo * 1000, self.hi * 1000, self.n).text("ms")
         base = fmt(self.value) + (f" {unit}" if unit else "")
         if self.n >= 2 and not math.isnan(self.lo):

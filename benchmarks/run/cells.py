@@ -106,9 +106,8 @@ def skip_reason(sc: Scenario, target: Target, external_db: bool, rtt_ms: float =
     if running_url(target):
         if sc.kind == "cold-start":
             return "needs to start the target (a --url service is already running)"
-        signals = [a.do for a in sc.actions if a.do in ("sigterm", "sigkill")]
-        if signals:
-            return f"needs to send {signals[0]} to the target (a --url service is not connbench's to signal)"
+        if sc.signals:
+            return f"needs to send {sc.signals[0]} to the target (a --url service is not connbench's to signal)"
         if sc.workers > 1:
             return f"starts the target with {sc.workers} worker processes (a --url service is already running)"
         if sc.target_env or any(k in SETTINGS for k in sc.sweep):

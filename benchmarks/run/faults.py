@@ -33,6 +33,7 @@ from benchmarks.load.sampler import Sampler, open_monitor, poll_connections, sum
 from benchmarks.load.targetstats import get_stats
 from benchmarks.results import summary as S
 from benchmarks.run.cells import Cell, CellRun
+from benchmarks.run.scenario import SIGNALS
 from benchmarks.stack.network import DEFAULT_POOLER, Network
 from benchmarks.stack.postgres import EmbeddedPostgres
 from benchmarks.stack.procs import free_port, log_tail, stop_process
@@ -125,11 +126,11 @@ def action_metrics(
             for r in ts
             if r.get("rps")
         ]
-    fault_at = _event_time(events, "db-stop", "sigterm", "sigkill", "mark")
+    fault_at = _event_time(events, "db-stop", *SIGNALS, "mark")
     if fault_at is None:  # the load never started, so no action ran
         return {}
     back_at = _event_time(events, "db-up") or fault_at
-    killed = any(name in ("sigterm", "sigkill") for _, name in events)
+    killed = any(name in SIGNALS for _, name in events)
     # The last completed request (Locust's "stopped" comes up to 2 s after the load shape ended).
     end = bins[-1].t + TICK if bins else fault_at
     start_bin = math.floor(fault_at / TICK) * TICK - 1e-9  # the bin holding the action counts as after it
@@ -216,7 +217,7 @@ def shutdown_metrics(
     samples: list[Any],
 ) -> dict[str, Any]:
     """shutdown_logged and release_s after a sigterm/sigkill action (call once the target has exited)."""
-    signalled = _event_time(events, "sigterm", "sigkill")
+    signalled = _event_time(events, *SIGNALS)
     if signalled is None:
         return {}
     target = get_target(target_id)

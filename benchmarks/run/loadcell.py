@@ -77,7 +77,7 @@ def run_load_cell(
         "CONNBENCH_DB_QUERY": urllib.parse.urlencode(db_params),
         "CONNBENCH_GO_FILE": str(go),
         # each failed request's send time, for the requests lost when the target is signalled (faults.py)
-        "CONNBENCH_FAILURE_SPANS": "1" if any(a.do in ("sigterm", "sigkill") for a in sc.actions) else "",
+        "CONNBENCH_FAILURE_SPANS": "1" if sc.signals else "",
     }
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url,
            "--csv", str(raw / "locust"), "--csv-full-history", "--only-summary", "--stop-timeout", "2",
@@ -146,7 +146,7 @@ def run_load_cell(
     with contextlib.suppress(Exception), contextlib.closing(open_monitor(pg.admin_dsn)) as mon:
         row["sessions_opened"] = poll_sessions(mon, pg.dbname) - sessions_before
     row["target_exit"] = target_exit
-    if any(a.do in ("sigterm", "sigkill") for a in sc.actions):
+    if sc.signals:
         row.update(shutdown_metrics(pg, target.id, events, samples))
     return summarize(row, cell, raw, locust_out, samples, stats, events, load_workers)
 

@@ -73,7 +73,8 @@ OPEN_KINDS = ("arrival", "capacity")  # open-model load (benchmarks/load/arrival
 # bisection gets, the rate it never exceeds, each step's settling and measured seconds, the search's budget.
 CAPACITY_DEFAULTS = {"slo_ms": 50.0, "max_error": 0.01, "start_rps": 50.0, "growth": 2.0, "precision": 0.1,
                      "max_rps": 5000.0, "step_warmup": 1.0, "step_duration": 3.0, "budget": 40.0}  # fmt: skip
-ACTIONS = ("restart-db", "sigterm", "sigkill", "mark")
+SIGNALS = ("sigterm", "sigkill")  # the actions that signal the target itself
+ACTIONS = ("restart-db", *SIGNALS, "mark")
 TOP_KEYS = {
     "description",
     "kind",
@@ -137,6 +138,11 @@ class Scenario:
         """Every combination of the swept values, as (name, value) pairs in the file's order."""
         names = list(self.sweep)
         return [tuple(zip(names, values, strict=True)) for values in itertools.product(*self.sweep.values())]
+
+    @property
+    def signals(self) -> list[str]:
+        """The signals its actions send to the target, in order."""
+        return [a.do for a in self.actions if a.do in SIGNALS]
 
     def target_env_for(self, variant: tuple[tuple[str, Any], ...]) -> dict[str, str]:
         """The target's environment in one variant: the scenario's, with the swept settings on top."""
