@@ -22,7 +22,7 @@ from benchmarks.errors import ConnbenchError
 from benchmarks.results import data as R
 from benchmarks.results.summary import SCHEMA_VERSION, SUMMARY_COLUMNS, TIMESERIES_COLUMNS
 from benchmarks.run.scenario import load_profile
-from targets.strategies import TARGETS
+from targets.registry import TARGETS
 
 CORE_FIGURES = ["throughput", "latency", "connections", "sessions"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -252,24 +252,22 @@ def test_bootstrap_interval_of_the_median() -> None:
 def test_numbers_read_at_a_readable_precision() -> None:
     assert [R.num(v) for v in (37624.4, 314.2, 2.71, 0.214, 7.8e-05)] == ["37,624", "314", "2.71", "0.21", "7.8e-05"]
     assert R.num(0.002, "s") == "2 ms" and R.num(0.25, "s") == "0.25 s" and R.num(float("nan")) == "n/a"
-    from benchmarks.results.questions import Figure
-
-    assert Figure(0.002, 0.0015, 0.003, 3).text("s") == "2 ms [1.5–3]"  # an answer's seconds, with its interval
-    assert Figure(0.38, float("nan"), float("nan"), 1).text("s") == "0.38 s"
+    assert R.Estimate(0.002, 0.0015, 0.003, 3).text("s") == "2 ms [1.5–3]"  # an answer's seconds, with its interval
+    assert R.Estimate(0.38, float("nan"), float("nan"), 1).text("s") == "0.38 s"
 
 
 # -- a synthetic run: levels, repeats, invalid cells, faults ---------------------------------------------
 def test_answers_say_when_they_come_from_invalid_cells(tmp_path: Path) -> None:
-    from benchmarks.results import questions as Q
+    from benchmarks.results.findings import shared_client
 
     run_dir = write_synthetic_run(tmp_path / "synthetic")
-    answer, key = Q.shared_client(R.load_run(run_dir))
+    answer, key = shared_client.answer(R.load_run(run_dir))
     assert "global-asyncpg fails 60 %" in answer and "invalid" not in answer and key == "global-asyncpg: 60 % errors"
     summary = pd.read_csv(run_dir / "summary.csv")
     steady_global = (summary["scenario"] == "steady") & (summary["target"] == "global-asyncpg")
     summary.loc[steady_global, ["valid", "invalid_reason"]] = [False, "load generator CPU 95% > 90%"]
     summary.to_csv(run_dir / "summary.csv", index=False)
-    answer, key = Q.shared_client(R.load_run(run_dir))
+    answer, key = shared_client.answer(R.load_run(run_dir))
     assert "global-asyncpg fails" in answer and "set aside as invalid" in answer and "(invalid cells)" in key
 
 

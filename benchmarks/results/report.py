@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.errors import ConnbenchError
-from benchmarks.results.data import load_run
+from benchmarks.results.load import load_run
 from benchmarks.results.runfolder import write_atomic
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "report.ipynb"
@@ -84,7 +84,7 @@ def _skipped(nb) -> list[str]:
 
 def cmd_report(run_dir: str | None) -> int:
     """`connbench report`: the given folder, else the newest under results/; prints the paths it wrote."""
-    from benchmarks.results.data import newest_run
+    from benchmarks.results.load import newest_run
 
     folder = Path(run_dir) if run_dir else newest_run()
     for path in build_report(folder):

@@ -1,0 +1,123 @@
+"""What does a connection cost? Connecting per request against a pool, in latency, throughput, sessions opened
+per request, and PostgreSQL's own rate with and without a new connection per transaction (pgbench -C)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from benchmarks.results import fmt
+from benchmarks.results.findings.common import Answer
+from benchmarks.results.load import MAIN_SCENARIO, RunData
+from benchmarks.results.metrics import estimate, label
+from benchmarks.results.path import reference_baseline
+from benchmarks.results.stats import SMALL_RATIO, noise_verdict
+
+PAIRS = [("per-request-asyncpg", "pool-eager-asyncpg"), ("per-request-psycopg", "pool-eager-psycopg")]
+
+
+def answer(run: RunData) -> Answer:
+    for per, pool in PAIRS:
+        a, b = (estimate(run, "latency_p50_ms", MAIN_SCENARIO, t) for t in (per, pool))
+        if a and b and b.value:
+            spr = estimate(run, "sessions_per_request", MAIN_SCENARIO, per)
+            ra, rb = (estimate(run, "rps", MAIN_SCENARIO, t) for t in (per, pool))
+            sentence = (
+                f"Connecting per request ({per}) answers in {a.text('ms')} at p50 against {b.text('ms')} with a "
+                f"pool ({pool}): {a.value / b.value:.0f}×, with {fmt.per_request_text(spr.value if spr else None)} "
+                f"new PostgreSQL sessions per request; throughput {ra.text('req/s') if ra else 'n/a'} against "
+                f"{rb.text('req/s') if rb else 'n/a'}."
+            )
+            return sentence, f"p50 {a.value / b.value:.0f}× a pool's"
+    return None
+
+
+def compare(agg: pd.DataFrame, a: str, b: str, metric: str) -> str | None:
+    """'<x> p50 is 14× <y> at 32 users (40 ms vs 2.7 ms)' (larger first), at the highest level both have."""
+    ra, rb = agg[agg["target"] == a], agg[agg["target"] == b]
+    common = sorted(set(ra["users"]) & set(rb["users"]))
+    if not common:
+        return None
+    u = common[-1]
+    x, y = ra[ra["users"] == u].iloc[0], rb[rb["users"] == u].iloc[0]
+    if pd.isna(x[metric]) or pd.isna(y[metric]) or not x[metric] or not y[metric]:
+        return None
+    if x[metric] < y[metric]:
+        x, y = y, x
+    name, unit = label(metric)
+    ratio = x[metric] / y[metric]
+    verdict = noise_verdict(x, y, metric)
+    noise = "" if verdict is None else (
+        " (within noise: the 95% intervals overlap)" if verdict else " (the 95% intervals are apart)"
+    )  # fmt: skip
+    if not noise and ratio < SMALL_RATIO:
+        noise = f" (under {SMALL_RATIO - 1:.0%}: with one repeat, not to be told from noise)"
+    return (
+        f"{x['target']} {name} is {fmt.ratio_text(ratio)} {y['target']}'s at {u} users "
+        f"({fmt.num(x[metric], unit)} vs {fmt.num(y[metric], unit)}){noise}."
+    )
+
+
+def comparisons(run: RunData, agg: pd.DataFrame) -> list[str]:
+    """Per driver: per request against an eager pool (p50, throughput), then PgBouncer against per request and a
+    lazy pool against an eager one (p50)."""
+    have = set(agg["target"])
+    drivers = list(dict.fromkeys(run.summary["driver"]))
+    out = []
+    for d in drivers:
+        a, b = f"per-request-{d}", f"pool-eager-{d}"
+        if a in have and b in have:
+            out += [s for metric in ("latency_p50_ms", "rps") if (s := compare(agg, a, b, metric))]
+    for d in drivers:
+        for a, b in ((f"pgbouncer-{d}", f"per-request-{d}"), (f"pool-lazy-{d}", f"pool-eager-{d}")):
+            if a in have and b in have and (s := compare(agg, a, b, "latency_p50_ms")):
+                out.append(s)
+    return out
+
+
+def session_sentences(ok: pd.DataFrame) -> list[str]:
+    """Which targets opened a session for (about) every request, which reused theirs (the findings table's rows)."""
+    spr = ok.dropna(subset=["sessions_per_request"])
+    if spr.empty:
+        return []
+    out = []
+    opening = spr[spr["sessions_per_request"] >= 0.5]
+    reusing = spr[spr["sessions_per_request"] < 0.5]
+    listed = {
+        "Opened a new PostgreSQL session for (about) every request: ": opening,
+        "Reused their sessions (fewer than one new session per two requests): ": reusing,
+    }
+    for head, rows in listed.items():
+        if len(rows):
+            items = ", ".join(f"{r.target} ({fmt.per_request_text(r.sessions_per_request)})" for r in rows.itertuples())
+            out.append(head + items + ".")
+    return out
+
+
+def baseline_sentences(run: RunData, ok: pd.DataFrame) -> list[str]:
+    """pgbench on open connections against a new connection per transaction, and the fastest clean target beside it."""
+    if run.baseline.empty:
+        return []
+    pg = reference_baseline(run.baseline)
+    pg = pg[pg["tool"] == "pgbench"].set_index("mode")
+    if not {"pooled", "connect-per-transaction"} <= set(pg.index):
+        return []
+    out = []
+    pooled, per = pg.loc["pooled"], pg.loc["connect-per-transaction"]
+    if pd.notna(pooled["tps"]) and pd.notna(per["tps"]) and per["tps"]:
+        text = (
+            f"pgbench on the same query with {int(pooled['clients'])} clients: {fmt.num(pooled['tps'], 'tps')} on "
+            f"open connections, {fmt.num(per['tps'], 'tps')} with a new connection per transaction (-C), "
+            f"{fmt.ratio_text(pooled['tps'] / per['tps'])} fewer"
+        )
+        if pd.notna(per["connect_ms"]):
+            text += f"; one connection took {fmt.num(per['connect_ms'], 'ms')} on average"
+        out.append(text + ".")
+    clean = ok[ok["error_rate"] == 0]
+    if len(clean) and pd.notna(pooled["tps"]) and pooled["tps"]:
+        best = clean.loc[clean["rps"].idxmax()]
+        out.append(
+            f"The fastest target without failures ({best['target']}, {fmt.num(best['rps'], 'req/s')}) served "
+            f"{best['rps'] / pooled['tps']:.0%} of pgbench's rate on open connections; a target adds an HTTP "
+            f"service and shares the machine's {run.cores} cores with the load generator."
+        )
+    return out

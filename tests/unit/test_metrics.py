@@ -1,0 +1,95 @@
+"""The metrics layer and the findings registry on the committed reference run (results/reference, read only).
+
+Pure logic: nothing is started. A test that changes a setting works on a copy of the run's files in tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmarks.results import metrics as M
+from benchmarks.results import questions as Q
+from benchmarks.results.findings import leaks, pooler
+from benchmarks.results.findings.faults import FAULT_COLUMNS, GENERIC_FAULT_COLUMNS
+from benchmarks.results.load import RunData, load_run
+from benchmarks.results.path import distance_aggregate, pooler_placements
+from benchmarks.results.summary import SUMMARY_COLUMNS
+
+REFERENCE = Path(__file__).resolve().parents[2] / "results" / "reference"
+RUN_FILES = ["manifest.json", "summary.csv", "timeseries.csv", "baseline.csv", "capacity.csv"]
+
+
+@pytest.fixture(scope="module")
+def ref() -> RunData:
+    return load_run(REFERENCE)
+
+
+def copy_run(dest: Path) -> Path:
+    """The reference run's files (not its raw/ folder nor its report) in `dest`, to change a setting in."""
+    dest.mkdir()
+    for name in RUN_FILES:
+        shutil.copy(REFERENCE / name, dest / name)
+    return dest
+
+
+def test_every_metric_says_how_it_is_computed_its_unit_and_direction() -> None:
+    for name, m in M.METRICS.items():
+        assert m.label and m.description, name
+        assert m.better in (M.HIGHER, M.LOWER, None), name
+        assert m.compute is not None or name in SUMMARY_COLUMNS, f"{name} is neither a summary column nor computed"
+    for name in {c for cols in FAULT_COLUMNS.values() for c in cols} | set(GENERIC_FAULT_COLUMNS):
+        assert name in M.METRICS, f"the fault figures show {name}, which the registry lacks"
+    assert M.METRICS["rps"].better == M.HIGHER and M.METRICS["latency_p99_ms"].better == M.LOWER
+    assert M.label("release_s") == ("connections released after", "s")
+
+
+def test_an_estimate_is_the_median_of_the_valid_repeats_with_its_interval(ref: RunData) -> None:
+    e = M.estimate(ref, "latency_p50_ms", "steady", "pool-eager-asyncpg")
+    cells = ref.summary[(ref.summary["scenario"] == "steady") & (ref.summary["target"] == "pool-eager-asyncpg")]
+    assert e is not None and e.n == int(cells["valid"].sum()) == 3
+    assert e.value == cells.loc[cells["valid"], "latency_p50_ms"].median()
+    assert e.lo <= e.value <= e.hi
+    assert M.estimate(ref, "latency_p50_ms", "steady", "no-such-target") is None
+    # a computed metric: what was served is the throughput less the failures
+    served = M.estimate(ref, "served_rps", "slow-work", "pool-eager-asyncpg")
+    rps = M.estimate(ref, "rps", "slow-work", "pool-eager-asyncpg")
+    assert served is not None and rps is not None and served.value < rps.value
+
+
+def test_every_question_and_claim_is_answered_from_the_reference_run(ref: RunData) -> None:
+    for registry in (Q.QUESTIONS, Q.CLAIMS):
+        table = Q.answers(ref, registry)
+        assert len(table) == len(registry)
+        missing = table[table["answer"].str.contains("Not measured")]
+        assert missing.empty, missing[["question", "answer"]]
+
+
+def test_the_settings_a_sentence_quotes_come_from_the_run(tmp_path: Path, ref: RunData) -> None:
+    sentence, _ = leaks.answer(ref) or ("", "")
+    assert sentence.startswith(f"With max_connections {ref.max_connections('conn-cap')} and ")
+    run_dir = copy_run(tmp_path / "run")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    manifest["scenarios"]["conn-cap"].update(max_connections=37, workers=5)
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    summary = pd.read_csv(run_dir / "summary.csv", dtype=str, keep_default_na=False)
+    summary.loc[summary["scenario"] == "conn-cap", "workers"] = "5"
+    summary.to_csv(run_dir / "summary.csv", index=False)
+    changed = load_run(run_dir)
+    sentence, _ = leaks.answer(changed) or ("", "")
+    assert sentence.startswith("With max_connections 37 and 5 workers per target: "), sentence
+    sentence, _ = pooler.answer(changed) or ("", "")
+    assert sentence.startswith("Behind PgBouncer, 5 workers fail "), sentence
+
+
+def test_where_the_pooler_sits_is_read_from_the_path_table(ref: RunData) -> None:
+    placements = pooler_placements(distance_aggregate(ref))
+    assert placements, "the reference run has PgBouncer near the database and near the app"
+    p = placements[0]
+    assert p.rtt_ms > 0 and p.saved_ms == p.near_db_ms - p.near_app_ms
+    sentence, _ = pooler.answer(ref) or ("", "")
+    assert pooler.placement_text(p) in sentence
