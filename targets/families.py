@@ -1,29 +1,36 @@
-"""Target families: one folder under targets/ with a `family.toml` per runtime other than Python.
+"""Target families: one folder under targets/ with a `family.toml` each, the Python targets too.
 
 A manifest says what the family needs on this machine (`requires`: executables on PATH), how to build it
 (`[build]`: an `install` command run in the folder when its `install_inputs` change, e.g. `npm ci` from the
 lockfile, then the `steps`, once per change of the hash of all inputs; the result is cached under the
 folder's `build/`), how to start one target (`[serve] command`, exec'd in the folder with
 `{host}` and `{port}` filled in and CONNBENCH_* in the environment, so signals reach the target itself;
-`ca_command` instead while connbench's PostgreSQL speaks TLS, see DB_CA_ENV) and
-which strategies it has (`[strategies.<name>]`: the target id is `<family>-<name>`). The Python targets
-(targets/app.py, strategies.py) are the `python` family, built into this package; targets/strategies.py
-adds the manifest families' targets to the one registry, TARGETS.
+`ca_command` instead while connbench's PostgreSQL speaks TLS, see DB_CA_ENV; or `[serve] app`, an ASGI app
+factory `connbench serve` runs with uvicorn in its own process), which targets it has (`[strategies.<name>]`
+tables: the target id is `<family>-<name>`; or `targets = "module:function"`, a function of the family's
+name returning its targets, for a family whose strategies are classes, as the python family's
+`<strategy>-<driver>`) and which stage of targets/Dockerfile runs its targets (`[docker] stage`).
+targets/registry.py reads every family into the one registry of targets.
+
+Code shared by several families that is not itself a family (no family.toml) lives beside them, e.g.
+targets/node-shared/ (a family's build lists such files among its `inputs` as `../node-shared/...`).
 
 Building is lazy: the first command that needs a family (`connbench targets`, `run`, `up`, `serve`) builds
 it with a progress line; `connbench build` builds (or rebuilds) every family up front. A failed build is
 remembered for the same inputs, so the family is listed as not runnable with one line until the inputs
-change or `connbench build` retries.
+change or `connbench build` retries. A family with nothing to build (python) is always ready.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -34,28 +41,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
+from targets.target import Target
+
 ROOT = Path(__file__).parent
 PYTHON = "python"
 MANIFEST = "family.toml"
 STAMP = ".connbench-build.json"
-TOP_KEYS = {"description", "runtime", "driver", "requires", "build", "serve", "strategies"}
+TOP_KEYS = {"description", "runtime", "driver", "requires", "build", "serve", "strategies", "targets", "docker"}
 BUILD_KEYS = {"install", "install_inputs", "inputs", "env", "steps"}
-SERVE_KEYS = {"command", "ca_command", "workers"}
+SERVE_KEYS = {"command", "ca_command", "workers", "app"}
+DOCKER_KEYS = {"stage"}
 # Set by connbench while its PostgreSQL speaks TLS: the PEM file of the throw-away certificate (named
 # server.crt, in a folder of its own). A family whose client verifies certificates has no `sslmode=require`
 # without verification, so its `ca_command` (with `{ca_dir}`: that folder) trusts the certificate instead.
 DB_CA_ENV = "CONNBENCH_DB_CA"
 STRATEGY_KEYS = {"summary", "session_per_request"}
-
-
-@dataclass(frozen=True)
-class FamilyTarget:
-    id: str
-    family: str
-    strategy: str  # the name in the manifest; the registry's strategy is the target id
-    driver: str
-    summary: str
-    session_per_request: bool
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,12 @@ class Family:
     inputs: tuple[str, ...]
     build_env: dict[str, str]
     steps: tuple[tuple[str, ...], ...]
-    command: tuple[str, ...]
+    command: tuple[str, ...]  # exec'd by `connbench serve` (empty: `app`)
     ca_command: tuple[str, ...]  # the command while DB_CA_ENV is set (empty: `command` then too)
+    app: str  # "module:factory" of an ASGI app `connbench serve` runs with uvicorn (empty: `command`)
     workers: bool  # the command serves CONNBENCH_WORKERS processes itself
-    targets: tuple[FamilyTarget, ...]
+    docker_stage: str  # the stage of targets/Dockerfile whose image runs the family's targets ("": none)
+    targets: tuple[Target, ...]
 
     @property
     def build_dir(self) -> Path:
@@ -93,6 +95,31 @@ def _strings(where: str, key: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _attribute(where: str, key: str, value: Any) -> Any:
+    """The object `module:name` names (a manifest's `targets` or `[serve] app`)."""
+    module, sep, name = str(value).partition(":")
+    if not sep:
+        raise ValueError(f'{where}: key {key!r} must be "module:name", got {value!r}')
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"{where}: key {key!r} names {value!r}, which cannot be loaded ({exc})") from None
+
+
+def _manifest_targets(where: str, name: str, driver: str, data: dict[str, Any]) -> list[Target]:
+    if "targets" in data:
+        if data.get("strategies"):
+            raise ValueError(f"{where}: give either 'targets' or [strategies.<name>] tables, not both")
+        return list(_attribute(where, "targets", data["targets"])(name))
+    targets = []
+    for strategy, table in data.get("strategies", {}).items():
+        _check_keys(f"{where} [strategies.{strategy}]", table, STRATEGY_KEYS)
+        tid = f"{name}-{strategy}"
+        summary, spr = str(table.get("summary", "")), bool(table.get("session_per_request", False))
+        targets.append(Target(tid, tid, driver, summary, False, spr, name))
+    return targets
+
+
 def load_family(path: Path) -> Family:
     """The family of `path` (a folder with family.toml); a typo in the manifest names file and key."""
     where = str(path / MANIFEST)
@@ -101,25 +128,14 @@ def load_family(path: Path) -> Family:
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{where}: not valid TOML ({exc})") from None
     _check_keys(where, data, TOP_KEYS)
-    build, serve = data.get("build", {}), data.get("serve", {})
+    build, serve, docker = data.get("build", {}), data.get("serve", {}), data.get("docker", {})
     _check_keys(f"{where} [build]", build, BUILD_KEYS)
     _check_keys(f"{where} [serve]", serve, SERVE_KEYS)
-    if "command" not in serve:
-        raise ValueError(f"{where}: [serve] needs a command")
+    _check_keys(f"{where} [docker]", docker, DOCKER_KEYS)
+    if ("command" in serve) == ("app" in serve):
+        raise ValueError(f"{where}: [serve] needs a command or an app (one of them)")
     name, driver = path.name, str(data.get("driver", data.get("runtime", path.name)))
-    targets = []
-    for strategy, table in data.get("strategies", {}).items():
-        _check_keys(f"{where} [strategies.{strategy}]", table, STRATEGY_KEYS)
-        targets.append(
-            FamilyTarget(
-                f"{name}-{strategy}",
-                name,
-                strategy,
-                driver,
-                str(table.get("summary", "")),
-                bool(table.get("session_per_request", False)),
-            )
-        )
+    targets = _manifest_targets(where, name, driver, data)
     if not targets:
         raise ValueError(f"{where}: no [strategies.<name>] table")
     return Family(
@@ -134,27 +150,27 @@ def load_family(path: Path) -> Family:
         inputs=_strings(where, "inputs", build.get("inputs", [])),
         build_env={k: str(v) for k, v in build.get("env", {}).items()},
         steps=tuple(_strings(where, "steps", step) for step in build.get("steps", [])),
-        command=_strings(where, "command", serve["command"]),
+        command=_strings(where, "command", serve.get("command", [])),
         ca_command=_strings(where, "ca_command", serve.get("ca_command", [])),
+        app=str(serve.get("app", "")),
         workers=bool(serve.get("workers", False)),
+        docker_stage=str(docker.get("stage", "")),
         targets=tuple(targets),
     )
 
 
 def discover(root: Path = ROOT) -> dict[str, Family]:
-    """Every family folder under `root`, by name (folder order)."""
-    return {p.parent.name: load_family(p.parent) for p in sorted(root.glob(f"*/{MANIFEST}"))}
+    """Every family folder under `root`, by name: python first, then the others in folder order."""
+    found = {p.parent.name: load_family(p.parent) for p in sorted(root.glob(f"*/{MANIFEST}"))}
+    return dict(sorted(found.items(), key=lambda item: item[0] != PYTHON))
 
 
 FAMILIES: dict[str, Family] = discover()
 
 
-def family_targets() -> list[FamilyTarget]:
-    return [t for f in FAMILIES.values() for t in f.targets]
-
-
-def target(target_id: str) -> FamilyTarget:
-    return next(t for t in family_targets() if t.id == target_id)
+def target(target_id: str) -> Target:
+    """The target of a family by id (targets/registry.py has the registry, with the user's targets)."""
+    return next(t for f in FAMILIES.values() for t in f.targets if t.id == target_id)
 
 
 # -- building ------------------------------------------------------------------------------------------
@@ -215,7 +231,7 @@ def missing_tool(family: Family) -> str | None:
 def build(family: Family, force: bool = False) -> str | None:
     """Build `family` unless its cached build matches the inputs; returns why it cannot run, or None."""
     missing = missing_tool(family)
-    if missing:
+    if missing or not (family.install or family.steps):
         return missing
     key = build_key(family)
     stamp = _read_stamp(family)
@@ -246,6 +262,7 @@ def _run_steps(family: Family, steps: list[tuple[str, ...]]) -> tuple[str | None
         for i, step in enumerate(steps):
             fh.write(f"$ {' '.join(step)}\n")
             fh.flush()
+            status: int | str
             try:
                 status = subprocess.run(step, cwd=family.path, env=env, stdout=fh, stderr=subprocess.STDOUT).returncode
             except OSError as exc:
@@ -262,14 +279,15 @@ def _run_steps(family: Family, steps: list[tuple[str, ...]]) -> tuple[str | None
 def missing_reason(family_name: str) -> str | None:
     """Why the targets of a family cannot run here (building it first if needed), or None when they can.
 
-    Families without a manifest (python; the user's own services) have nothing to build."""
+    The user's own services (targets/yours.py) belong to no family here: nothing to build."""
     family = FAMILIES.get(family_name)
     return build(family) if family is not None else None
 
 
 # -- serving -------------------------------------------------------------------------------------------
-def serve(target: FamilyTarget, dsn: str, host: str, port: int, workers: int) -> NoReturn:
-    """Replace this process with the family's serve command for one target (so its pid and signals are it).
+def serve(target: Target, dsn: str, host: str, port: int, workers: int, log_level: str = "warning") -> NoReturn:
+    """Serve one target in this process: exec the family's serve command (so its pid and signals are the
+    target's own), or run its ASGI app with uvicorn (`log_level`: uvicorn's) and exit when it stops.
 
     Raises ValueError (the reason, one line) when the family cannot run here.
     """
@@ -279,6 +297,9 @@ def serve(target: FamilyTarget, dsn: str, host: str, port: int, workers: int) ->
     reason = build(family)
     if reason:
         raise ValueError(f"{target.id} cannot run here: {reason}")
+    if family.app:
+        _serve_app(family, target, dsn, host, port, workers, log_level)
+        raise SystemExit(0)
     env = {
         **os.environ,
         "CONNBENCH_TARGET": target.id,
@@ -296,3 +317,24 @@ def serve(target: FamilyTarget, dsn: str, host: str, port: int, workers: int) ->
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvpe(argv[0], argv, env)
+
+
+def _serve_app(family: Family, target: Target, dsn: str, host: str, port: int, workers: int, level: str) -> None:
+    """uvicorn over the family's app factory; the target and DSN reach every worker through this process's
+    environment (it is the target's own process)."""
+    import uvicorn
+
+    os.environ["CONNBENCH_TARGET"] = target.id
+    os.environ["CONNBENCH_DSN"] = dsn
+    # uvicorn re-raises the SIGTERM it handled once it has shut down; a no-op handler makes that exit 0.
+    signal.signal(signal.SIGTERM, lambda _sig, _frame: None)
+    uvicorn.run(
+        family.app,
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=level,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )

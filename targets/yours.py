@@ -1,13 +1,14 @@
 """The `yours` family: a service connbench did not write, described by the user for one run.
 
-Two kinds, both registered in the one registry (targets.strategies.TARGETS) for the run:
+Two kinds, both joining the run's registry (targets/registry.py `build_registry`) beside the families':
 - a target file (`connbench run --target-file my.toml`): the command that starts the service, which
   connbench then starts, signals and stops in every scenario like its own targets;
 - a URL (`--url NAME=URL`, `--app-name NAME=APPNAME`): a service already running, measured by the load
   scenarios only.
 PostgreSQL recognises the service's connections by its `application_name` or by its role; `conn_key` says
-which, and the sampler counts under that key. The definitions travel to every process of the run (the Locust
-subprocess builds one user class per target) as JSON in CONNBENCH_USER_TARGETS.
+which, and the sampler counts under that key. A process of the run that connbench starts (Locust builds one
+user class per target) builds the same registry from the targets' JSON: `to_json` in the parent,
+`registry_from_json` in the child.
 
     # my.toml: one target per file; README "Measure your own service" documents every key
     name = "mine"                                   # the target id in results (letters, digits, - . _)
@@ -30,10 +31,11 @@ import shlex
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from benchmarks.errors import ConnbenchError
-from targets.strategies import TARGETS, Target
+from targets import registry
+from targets.registry import BUILT_IN, Registry, Target, build_registry
 
 FAMILY = "yours"
 ENV = "CONNBENCH_USER_TARGETS"
@@ -94,8 +96,7 @@ def _fail(where: str, message: str) -> ConnbenchError:
 def _check_name(where: str, name: Any) -> str:
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise _fail(where, f"name must be letters, digits, '-', '.' or '_' (at most 63), got {name!r}")
-    existing = TARGETS.get(name)
-    if existing is not None and existing.family != FAMILY:
+    if name in BUILT_IN:
         raise _fail(where, f"name {name!r} is a built-in target; choose another name")
     return name
 
@@ -191,16 +192,18 @@ def url_targets(urls: list[str], app_names: list[str]) -> list[UserTarget]:
     return out
 
 
-def register(targets: list[UserTarget]) -> None:
-    """Add the user's targets to the registry of this process and of every process it starts."""
+def run_registry(targets: list[UserTarget]) -> Registry:
+    """The registry of a run with the user's `targets` (a name given twice is one line)."""
     names = [t.id for t in targets]
     for name in names:
         if names.count(name) > 1:
             raise ConnbenchError(f"two targets are named {name!r}")
-    for t in targets:
-        TARGETS[t.id] = t
-    if targets:
-        os.environ[ENV] = json.dumps([asdict(t) for t in targets])
+    return build_registry(targets)
+
+
+def to_json(targets: list[UserTarget]) -> str:
+    """The user's targets for a process the run starts (`registry_from_json` there)."""
+    return json.dumps([asdict(t) for t in targets])
 
 
 def from_json(items: list[dict[str, Any]]) -> list[UserTarget]:
@@ -209,16 +212,36 @@ def from_json(items: list[dict[str, Any]]) -> list[UserTarget]:
     ]
 
 
+def registry_from_json(text: str) -> Registry:
+    """The run's registry in a process the run started, from `to_json`'s text ("" or "[]": none)."""
+    return run_registry(from_json(json.loads(text)) if text.strip() else [])
+
+
+def user_targets(reg: Registry) -> list[UserTarget]:
+    """The user's targets of a registry, in order."""
+    return [t for t in reg.values() if isinstance(t, UserTarget)]
+
+
+# Transitional, for callers not yet handed the run's registry: they select it for the whole process
+# (targets.registry.use) and, until the load plan carries `to_json`'s text to Locust, in ENV for the processes
+# it starts. Remove with the last caller.
+def register(targets: list[UserTarget]) -> None:
+    """Run this process with the user's targets, keeping those it already runs with."""
+    run_registry(targets)  # a name given twice is one line
+    known = {t.id: t for t in user_targets(registry.current())}
+    registry.use(run_registry(list({**known, **{t.id: t for t in targets}}.values())))
+    if targets:
+        os.environ[ENV] = to_json(targets)
+
+
 def register_from_env() -> list[UserTarget]:
     """In a process connbench started (Locust): the run's user targets, from CONNBENCH_USER_TARGETS."""
-    raw = os.environ.get(ENV)
-    targets = from_json(json.loads(raw)) if raw else []
-    for t in targets:
-        TARGETS[t.id] = t
-    return targets
+    reg = registry_from_json(os.environ.get(ENV, ""))
+    registry.use(reg)
+    return user_targets(reg)
 
 
-def is_user_target(target: Target) -> bool:
+def is_user_target(target: Target) -> TypeGuard[UserTarget]:
     return isinstance(target, UserTarget)
 
 

@@ -40,7 +40,7 @@ def bouncer(pg: EmbeddedPostgres) -> Iterator[PgBouncer]:
 @pytest.fixture
 def dsn_for(pg: EmbeddedPostgres, request: pytest.FixtureRequest):
     """`dsn_for(target)`: the DSN a target should use (the PgBouncer one for pgbouncer targets)."""
-    from targets.strategies import get_target
+    from targets.registry import get_target
 
     def pick(target_id: str) -> str:
         if get_target(target_id).via_pgbouncer:

@@ -8,6 +8,7 @@ to 127.0.0.1 and their ports); the images' entrypoints and health checks run nat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -28,7 +29,9 @@ import yaml
 from benchmarks.stack import compose
 from benchmarks.stack.pgbouncer import find_pgbouncer
 from benchmarks.stack.procs import free_port, make_service_dir, service_user, wait_port
-from targets.strategies import SETTINGS, TARGETS
+from targets.contract import SETTINGS
+from targets.families import FAMILIES
+from targets.registry import TARGETS
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -95,9 +98,39 @@ def test_target_environment_sets_only_what_targets_read():
         assert set(env) <= TARGET_READS, f"{tid}: {set(env) - TARGET_READS} are not read by a target"
         assert {"CONNBENCH_TARGET", "CONNBENCH_DSN", "CONNBENCH_HOST", "CONNBENCH_PORT"} <= set(env)
     # ... and the targets really read each of them (so the list above cannot go stale silently).
-    source = (REPO / "targets" / "app.py").read_text() + (REPO / "benchmarks" / "cli.py").read_text()
+    readers = [
+        *(REPO / "targets").rglob("*.py"),
+        *(REPO / "benchmarks").glob("cli*.py"),
+        *(REPO / "benchmarks").glob("cli/*.py"),
+    ]
+    source = "".join(p.read_text() for p in readers)
     for name in compose.TARGET_ENV:
-        assert name in source, f"{name} is not read by targets/app.py or `connbench serve`"
+        assert name in source, f"{name} is not read by targets/ or `connbench serve`"
+
+
+def test_every_target_runs_from_the_dockerfile_stage_its_family_names():
+    services = load_compose()["services"]
+    stages = compose.dockerfile_stages(TARGET_DOCKERFILE)
+    for tid in TARGETS:
+        stage = FAMILIES[TARGETS[tid].family].docker_stage
+        assert stage in stages and services[tid]["build"]["target"] == stage
+
+
+def test_a_family_without_a_dockerfile_stage_is_one_line(monkeypatch: pytest.MonkeyPatch):
+    family = FAMILIES["prisma"]
+    monkeypatch.setitem(FAMILIES, "prisma", dataclasses.replace(family, docker_stage="deno"))
+    with pytest.raises(
+        SystemExit, match=r"prisma/family.toml: \[docker\] stage 'deno' is not a stage of targets/Dockerfile"
+    ):
+        compose.target_stage("prisma-global")
+
+
+def test_the_node_stage_installs_every_family_lockfile():
+    """The npm layer takes every family's lockfiles by a glob, so a new Node family needs no line here."""
+    text = TARGET_DOCKERFILE.read_text()
+    assert "*/package-lock.json" in text
+    for family in FAMILIES.values():
+        assert f"targets/{family.name}/" not in text, f"the Dockerfile names the {family.name} family"
 
 
 def test_published_ports_are_unique_and_loopback_only():

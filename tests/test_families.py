@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -28,11 +29,15 @@ from helpers import (
     wait_until,
 )
 
+from benchmarks.errors import ConnbenchError
 from benchmarks.run.scenario import load_profile
 from benchmarks.stack.postgres import EmbeddedPostgres
 from benchmarks.stack.procs import free_port
 from targets import families
-from targets.strategies import TARGETS
+from targets.python.drivers import DRIVERS
+from targets.python.strategies import STRATEGIES
+from targets.registry import BUILT_IN, TARGETS, UnknownTarget, build_registry
+from targets.yours import registry_from_json, run_registry, to_json, url_targets
 
 POOL_MAX = 10
 FAMILY_TARGETS = {
@@ -72,6 +77,45 @@ def test_registry_has_every_family_target() -> None:
             assert TARGETS[tid].strategy == tid and TARGETS[tid].driver == "pg"
     assert {t.family for t in TARGETS.values()} >= {"python", "prisma", "worker"}
     assert TARGETS["prisma-per-request"].session_per_request and not TARGETS["prisma-global"].session_per_request
+
+
+def test_the_python_family_is_a_folder_with_a_manifest_like_the_others() -> None:
+    python = families.FAMILIES["python"]
+    assert python.path == REPO / "targets" / "python" and python.app and not python.command
+    assert list(families.FAMILIES)[0] == "python"  # its targets come first, as they always have
+    assert [t.id for t in python.targets] == [f"{s}-{d}" for s in STRATEGIES for d in DRIVERS]
+    assert all(t.family == "python" and t.id == f"{t.strategy}-{t.driver}" for t in python.targets)
+    assert families.missing_reason("python") is None and not python.build_dir.exists()  # nothing to build
+    # the family's own code may be imported first, before the manifests are read
+    first = subprocess.run([sys.executable, "-c", "import targets.python.strategies"], capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+
+
+def test_the_registry_is_built_once_and_a_run_with_user_targets_gets_its_own() -> None:
+    assert list(BUILT_IN) == [t.id for f in families.FAMILIES.values() for t in f.targets]
+    with pytest.raises(TypeError):
+        BUILT_IN["x"] = BUILT_IN["global-asyncpg"]  # type: ignore[index]
+    mine = url_targets(["mine=http://127.0.0.1:1"], [])
+    run = build_registry(mine)
+    assert list(run) == [*BUILT_IN, "mine"] and "mine" not in BUILT_IN and run.families[-1] == "yours"
+    again = registry_from_json(to_json(mine))
+    assert list(again) == list(run) and again["mine"] == run["mine"] and again["mine"].url == "http://127.0.0.1:1"
+    assert registry_from_json("") is BUILT_IN
+    with pytest.raises(ConnbenchError, match="two targets are named 'mine'"):
+        run_registry([*mine, *mine])
+    with pytest.raises(UnknownTarget, match="unknown target 'nosuch'; valid targets: global-asyncpg, "):
+        run.get_target("nosuch")
+
+
+def test_node_families_share_their_contract_from_one_folder_that_is_no_family() -> None:
+    shared = REPO / "targets" / "node-shared" / "contract.ts"
+    assert shared.is_file() and "node-shared" not in families.FAMILIES
+    for name in ("prisma", "worker"):
+        family = families.FAMILIES[name]
+        assert "../node-shared/contract.ts" in family.inputs  # a change rebuilds both
+        source = next((family.path / "src").glob("*.ts")).read_text()
+        assert 'from "../../node-shared/contract.ts"' in source
+    assert not list((REPO / "targets").glob("*/src/contract.ts"))
 
 
 def test_scenarios_select_families_and_smoke_includes_them() -> None:
@@ -130,6 +174,19 @@ def test_a_good_build_runs_once_and_installs_only_when_its_inputs_change(tmp_pat
 def test_a_manifest_typo_names_file_and_key(tmp_path: Path) -> None:
     path = write_family(tmp_path, "typo", "[]", extra="sesion_per_request = true\n")
     with pytest.raises(ValueError, match=r"typo/family.toml \[strategies.only\]: unknown key 'sesion_per_request'"):
+        families.load_family(path)
+    path = write_family(tmp_path, "both", "[]", extra='[docker]\nstage = "node"\nimage = "x"\n')
+    with pytest.raises(ValueError, match=r"both/family.toml \[docker\]: unknown key 'image'"):
+        families.load_family(path)
+    path = write_family(tmp_path, "twice", "[]")
+    text = (path / "family.toml").read_text().replace("[serve]\n", '[serve]\napp = "targets.python.app:create_app"\n')
+    (path / "family.toml").write_text(text)
+    with pytest.raises(ValueError, match=r"twice/family.toml: \[serve\] needs a command or an app \(one of them\)"):
+        families.load_family(path)
+    path = write_family(tmp_path, "coded", "[]")
+    text = (path / "family.toml").read_text()
+    (path / "family.toml").write_text('targets = "targets.python.strategies:family_targets"\n' + text)
+    with pytest.raises(ValueError, match=r"coded/family.toml: give either 'targets' or \[strategies.<name>\] tables"):
         families.load_family(path)
 
 
@@ -379,5 +436,6 @@ def test_build_command_reports_every_family() -> None:
 def test_node_modules_and_builds_are_not_tracked() -> None:
     tracked = subprocess.run(["git", "ls-files", "targets"], cwd=REPO, capture_output=True, text=True).stdout
     assert "node_modules" not in tracked and "/build/" not in tracked
-    for name in families.FAMILIES:
-        assert f"targets/{name}/package-lock.json" in tracked.splitlines()
+    for name, family in families.FAMILIES.items():
+        if family.install:  # npm ci from the lockfile
+            assert f"targets/{name}/package-lock.json" in tracked.splitlines()

@@ -41,7 +41,9 @@ from helpers import (
 )
 
 from benchmarks.stack.postgres import EmbeddedPostgres
-from targets.strategies import SETTINGS, TARGETS, Settings, build_strategy
+from targets.contract import SETTINGS, Settings
+from targets.python.strategies import build_strategy
+from targets.registry import TARGETS
 
 POOL_MIN = int(SETTINGS["pool_min"].default)
 SMALL_MAX_CONNECTIONS = 20

@@ -27,7 +27,7 @@ from benchmarks.errors import ConnbenchError
 from benchmarks.stack.external import ExternalPostgres
 from benchmarks.stack.postgres import make_dsn
 from benchmarks.stack.procs import free_port
-from targets.strategies import Settings
+from targets.contract import Settings
 from targets.yours import load_target_file, url_targets
 
 APP = "connbench:pool-eager-asyncpg"

@@ -9,25 +9,26 @@ own loopback host port, `locust` (master with the web UI and the connection pane
 (`--scale worker=N`), and `bench` (profile `bench`: the headless matrix into ./results). Every image builds
 FROM debian:bookworm-slim (benchmarks/docker/debian-base.sh makes it where no registry is reachable).
 Every target service gets only the variables a target reads: CONNBENCH_TARGET, CONNBENCH_DSN,
-CONNBENCH_HOST, CONNBENCH_PORT, CONNBENCH_WORKERS and the settings of targets.strategies.SETTINGS.
+CONNBENCH_HOST, CONNBENCH_PORT, CONNBENCH_WORKERS and the settings of targets.contract.SETTINGS. A target's
+image is the stage of targets/Dockerfile its family.toml names (`[docker] stage`).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from benchmarks.stack.pgbouncer import DEFAULT_POOL_SIZE
 from benchmarks.stack.postgres import BASE_SETTINGS, DB_NAME, DB_USER
+from targets.contract import SETTINGS
 from targets.families import FAMILIES
-from targets.strategies import SETTINGS, TARGETS
+from targets.registry import BUILT_IN as TARGETS
 
 IMAGE = "connbench:latest"  # the python stage: the python targets, Locust and `bench`
 DOCKERFILE = "targets/Dockerfile"
-# The stage of targets/Dockerfile that runs each runtime's targets. A family with another runtime needs a
-# stage there (and the COPY of its lockfile) and a line here; until then generating the file fails.
-STAGES = {"python": "python", "node": "node", "workerd": "node"}
 PGBOUNCER_BUILD = "benchmarks/docker/pgbouncer"
 POSTGRES_BUILD = "benchmarks/docker/postgres"
 POSTGRES_DATA = "/var/lib/postgresql/data"  # the PGDATA of the postgres image
@@ -37,7 +38,7 @@ PG_PORT = 5432
 PGBOUNCER_PORT = 6432
 LOCUSTFILE = "benchmarks/load/locustfile.py"  # relative to the image's working directory, /app
 BENCH_SCRIPT = "/app/benchmarks/docker/bench"
-# Environment variables a target process reads (targets/app.py, `connbench serve`).
+# Environment variables a target process reads (targets/families.py serve, targets/python/app.py).
 TARGET_ENV = ("CONNBENCH_TARGET", "CONNBENCH_DSN", "CONNBENCH_HOST", "CONNBENCH_PORT", "CONNBENCH_WORKERS")
 
 HEADER = """\
@@ -120,15 +121,20 @@ def image(stage: str = "python") -> dict[str, Any]:
     return {"image": name, "build": {"context": ".", "dockerfile": DOCKERFILE, "target": stage, "args": args}}
 
 
+def dockerfile_stages(path: Path = Path(__file__).parents[2] / DOCKERFILE) -> set[str]:
+    """The stages of targets/Dockerfile (`FROM ... AS <stage>`)."""
+    return set(re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)\s*$", path.read_text(), flags=re.MULTILINE | re.IGNORECASE))
+
+
 def target_stage(target_id: str) -> str:
-    family = FAMILIES.get(TARGETS[target_id].family)
-    runtime = family.runtime if family else "python"
-    if runtime not in STAGES:
+    """The stage whose image runs the target: its family.toml's `[docker] stage`, which the Dockerfile has."""
+    family = FAMILIES[TARGETS[target_id].family]
+    if family.docker_stage not in dockerfile_stages():
         raise SystemExit(
-            f"no image runs the {family.name} family's runtime {runtime!r}: add a stage to {DOCKERFILE} "
-            "and to STAGES in benchmarks/stack/compose.py"
+            f"{family.path.name}/family.toml: [docker] stage {family.docker_stage!r} is not a stage of {DOCKERFILE} "
+            "(give one of its stages, or add the stage there)"
         )
-    return STAGES[runtime]
+    return family.docker_stage
 
 
 def target_service(target_id: str) -> dict[str, Any]:

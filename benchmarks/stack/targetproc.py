@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.stack.procs import die_with_parent
-from targets.strategies import get_target
+from targets.registry import get_target
 from targets.yours import is_user_target
 
 
@@ -24,7 +24,9 @@ def target_command(target: str, dsn: str, port: int, workers: int) -> tuple[list
     return [sys.executable, "-m", "benchmarks.cli", "serve", target, "--port", str(port), "--workers", str(workers)], {}
 
 
-def start_target(target: str, dsn: str, port: int, workers: int, env: dict[str, str], log: Path) -> subprocess.Popen:
+def start_target(
+    target: str, dsn: str, port: int, workers: int, env: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
     cmd, own_env = target_command(target, dsn, port, workers)
     env = {**env, **own_env}
     with open(log, "ab") as fh:
@@ -38,7 +40,7 @@ def start_target(target: str, dsn: str, port: int, workers: int, env: dict[str, 
         )
 
 
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60.0, path: str = "/ready") -> float | None:
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0, path: str = "/ready") -> float | None:
     """Time (epoch) when `path` (/ready) first answered 200, or None when the target died or never got ready."""
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=2.0) as client:

@@ -1,5 +1,5 @@
 // The prisma family: Prisma Client 7 on Node with @prisma/adapter-pg over a pg Pool, serving the HTTP
-// contract of DESIGN.md. One process serves one target (CONNBENCH_TARGET); the strategy is the part of
+// contract (targets/contract.py). One process serves one target (CONNBENCH_TARGET); the strategy is the part of
 // the id after "prisma-". Started by `connbench serve` (see family.toml).
 import cluster from "node:cluster";
 import http from "node:http";
@@ -21,7 +21,7 @@ import {
   TIMINGS,
   timedPool,
   withTimeout,
-} from "./contract.ts";
+} from "../../node-shared/contract.ts";
 
 const TARGET = process.env.CONNBENCH_TARGET ?? "prisma-global";
 const DSN = process.env.CONNBENCH_DSN ?? "postgresql://connbench@127.0.0.1:5432/connbench";

@@ -1,5 +1,5 @@
 // The worker family: the seed's Cloudflare Worker (Prisma 7 + @prisma/adapter-pg over a pg Pool) on
-// workerd, serving the HTTP contract of DESIGN.md. worker-global keeps the client in a module-level
+// workerd, serving the HTTP contract (targets/contract.py). worker-global keeps the client in a module-level
 // variable and reuses it across requests, as the seed did; worker-per-request creates one per request.
 //
 // workerd runs this module in one isolate: the counters below are module-level state of that isolate
@@ -22,7 +22,7 @@ import {
   TIMINGS,
   timedPool,
   withTimeout,
-} from "../../prisma/src/contract.ts";
+} from "../../node-shared/contract.ts";
 import { PrismaClient } from "../build/generated/client.ts";
 
 type Env = Record<string, string | undefined>;

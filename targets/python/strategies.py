@@ -1,7 +1,7 @@
-"""The connection strategies and the registry of targets: the single source of truth for target ids.
+"""The python family's connection strategies; its targets are every strategy with every driver.
 
 A strategy has three hooks (`startup`, `connection`, `shutdown`) and `run`, which runs one request's
-database work and times how long getting its connection took (targets/timing.py); app.py only ever calls
+database work and times how long getting its connection took (timing.py); app.py only ever calls
 these, so it never branches on a strategy's name. The edge strategies override `run` to put each request in
 its own event loop, as an edge runtime puts it in its own context.
 """
@@ -9,65 +9,18 @@ its own event loop, as an edge runtime puts it in its own context.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from targets.drivers import DRIVERS, Conn, Driver, Pool
-from targets.families import PYTHON, family_targets
-from targets.timing import ACQUIRE
+from targets.contract import Settings
+from targets.python.drivers import DRIVERS, Conn, Driver, Pool
+from targets.python.timing import ACQUIRE
+from targets.target import Target
 
 T = TypeVar("T")
 Work = Callable[[Conn], Awaitable[T]]
-
-
-# -- settings ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Setting:
-    env: str
-    default: float
-    doc: str
-
-
-SETTINGS: dict[str, Setting] = {
-    "pool_min": Setting("CONNBENCH_POOL_MIN", 10, "connections pool-eager opens before ready (at most pool_max)"),
-    "pool_max": Setting("CONNBENCH_POOL_MAX", 10, "largest size of every application pool"),
-    "pool_timeout": Setting("CONNBENCH_POOL_TIMEOUT", 5.0, "seconds a request waits for a pooled connection"),
-    "connect_timeout": Setting("CONNBENCH_CONNECT_TIMEOUT", 5.0, "seconds to open one connection"),
-    "request_timeout": Setting("CONNBENCH_REQUEST_TIMEOUT", 10.0, "seconds before /db answers 503 TimeoutError"),
-    "shutdown_timeout": Setting("CONNBENCH_SHUTDOWN_TIMEOUT", 10.0, "seconds the exit hook may take on SIGTERM"),
-}
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Target settings, read from the environment (see README's table, generated from SETTINGS)."""
-
-    pool_min: int = 10
-    pool_max: int = 10
-    pool_timeout: float = 5.0
-    connect_timeout: float = 5.0
-    request_timeout: float = 10.0
-    shutdown_timeout: float = 10.0
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        env = dict(os.environ if env is None else env)
-        values: dict[str, Any] = {}
-        for name, s in SETTINGS.items():
-            raw = env.get(s.env)
-            kind = type(s.default) if not isinstance(s.default, int) else int
-            try:
-                values[name] = kind(raw) if raw not in (None, "") else kind(s.default)
-            except ValueError:
-                raise ValueError(f"{s.env}={raw!r} is not a number") from None
-        return cls(**values)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # -- strategies ----------------------------------------------------------------------------------------
@@ -266,58 +219,26 @@ STRATEGIES: dict[str, type[Strategy]] = {
 }
 
 
-# -- registry ------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Target:
-    id: str
-    strategy: str
-    driver: str
-    summary: str = field(compare=False)
-    via_pgbouncer: bool = field(compare=False)
-    session_per_request: bool = field(compare=False)
-    family: str = field(default=PYTHON, compare=False)  # targets/families.py
-
-    @property
-    def conn_key(self) -> str:
-        """Under which name the sampler counts this target's PostgreSQL connections (its application_name;
-        a user's service may be recognised by its role instead, targets/yours.py)."""
-        return f"connbench:{self.id}"
-
-    @property
-    def ready_path(self) -> str:
-        """The path that answers 200 once the target is ready."""
-        return "/ready"
-
-
-TARGETS: dict[str, Target] = {
-    f"{s}-{d}": Target(f"{s}-{d}", s, d, cls.summary, cls.via_pgbouncer, cls.session_per_request)
-    for s, cls in STRATEGIES.items()
-    for d in DRIVERS
-}
-# The other families' targets (targets/*/family.toml); their strategy is their id, unique in the registry.
-TARGETS.update(
-    {t.id: Target(t.id, t.id, t.driver, t.summary, False, t.session_per_request, t.family) for t in family_targets()}
-)
-
-
-class UnknownTarget(ValueError):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"unknown target {name!r}; valid targets: {', '.join(TARGETS)}")
-
-
-def get_target(target_id: str) -> Target:
-    try:
-        return TARGETS[target_id]
-    except KeyError:
-        raise UnknownTarget(target_id) from None
+# -- the family's targets ----------------------------------------------------------------------------
+def family_targets(family: str) -> list[Target]:
+    """Every strategy with every driver, as `<strategy>-<driver>` (family.toml names this function)."""
+    return [
+        Target(f"{s}-{d}", s, d, cls.summary, cls.via_pgbouncer, cls.session_per_request, family)
+        for s, cls in STRATEGIES.items()
+        for d in DRIVERS
+    ]
 
 
 def build_strategy(target_id: str, dsn: str, settings: Settings) -> Strategy:
-    target = get_target(target_id)
-    driver = DRIVERS[target.driver](
-        app_name=f"connbench:{target.id}",
+    """The strategy object of a python target (`<strategy>-<driver>`), its driver named after the target."""
+    strategy, _, driver = target_id.rpartition("-")
+    if strategy not in STRATEGIES or driver not in DRIVERS:
+        raise ValueError(f"{target_id!r} is not a target of the python family")
+    cls = STRATEGIES[strategy]
+    conn = DRIVERS[driver](
+        app_name=f"connbench:{target_id}",
         connect_timeout=settings.connect_timeout,
         pool_timeout=settings.pool_timeout,
-        pooler=target.via_pgbouncer,
+        pooler=cls.via_pgbouncer,
     )
-    return STRATEGIES[target.strategy](driver, dsn, settings)
+    return cls(conn, dsn, settings)

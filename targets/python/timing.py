@@ -1,8 +1,8 @@
 """Where a request's time goes: histograms of the time to get a connection and of the query, for /stats.
 
 Every target family reports the same two histograms in /stats, `"acquire_ms"` (pool wait or connect) and
-`"query_ms"`, each `{"<bucket>": count}` over the process's life, bucketed by `fine_bucket` (the harness
-diffs two snapshots to get the measured window). Counting is a dict update under an uncontended lock: the
+`"query_ms"`, each `{"<bucket>": count}` over the process's life, bucketed by `fine_bucket` (targets/contract.py;
+the harness diffs two snapshots to get the measured window). Counting is a dict update under an uncontended lock: the
 edge strategies record from their isolate threads.
 """
 
@@ -10,16 +10,7 @@ from __future__ import annotations
 
 import threading
 
-
-def fine_bucket(response_time: float) -> float:
-    """0.1 ms below 10 ms, 1 ms below 100 ms, then ~2 significant figures (Locust's own scheme)."""
-    if response_time < 10:
-        return round(response_time, 1)
-    if response_time < 100:
-        return round(response_time)
-    if response_time < 1000:
-        return int(round(response_time, -1))
-    return int(round(response_time, -2))
+from targets.contract import fine_bucket
 
 
 class Histogram:

@@ -1,8 +1,9 @@
-"""The target service: the HTTP contract of DESIGN.md around one strategy chosen from settings.
+"""The python family's service: the HTTP contract every family serves (targets/contract.py) around one
+strategy chosen from settings.
 
-Run it with `connbench serve TARGET` (uvicorn; `--workers N` for several processes). The target id and
-DSN come from CONNBENCH_TARGET and CONNBENCH_DSN so the same factory serves every worker and container.
-"""
+Run it with `connbench serve TARGET` (uvicorn, as this family's family.toml says; `--workers N` for several
+processes). The target id and DSN come from CONNBENCH_TARGET and CONNBENCH_DSN so the same factory serves
+every worker and container."""
 
 from __future__ import annotations
 
@@ -20,29 +21,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from targets.drivers import OPENED, Conn, sqlstate_of
-from targets.strategies import Settings, build_strategy, get_target
-from targets.timing import ACQUIRE, QUERY
-
-DEFAULT_DSN = "postgresql://connbench@127.0.0.1:5432/connbench"
-WORLD_ROWS = 10_000
-# The parameters of GET /db (README's HTTP contract); scenario files may set and sweep them.
-DB_PARAMS = {
-    "work_ms": "milliseconds of slow non-database work per request (asyncio.sleep, like a call to another service)",
-    "hold": "1: do that work while holding the connection; 0 (default): after releasing it",
-}
-
-
-def db_params(query: dict[str, str]) -> tuple[float, bool]:
-    """(work seconds, hold) from /db's query string; ValueError names a bad parameter."""
-    try:
-        work_ms = float(query.get("work_ms") or 0)
-    except ValueError:
-        raise ValueError(f"work_ms must be a number of milliseconds, got {query['work_ms']!r}") from None
-    hold = query.get("hold") or "0"
-    if not 0 <= work_ms <= 60_000 or hold not in ("0", "1"):
-        raise ValueError("work_ms must be between 0 and 60000 and hold 0 or 1")
-    return work_ms / 1000, hold == "1"
+from targets.contract import DEFAULT_DSN, WORLD_ROWS, Settings, db_params
+from targets.python.drivers import OPENED, Conn, sqlstate_of
+from targets.python.strategies import build_strategy
+from targets.python.timing import ACQUIRE, QUERY
+from targets.registry import BUILT_IN
 
 
 def error_body(exc: BaseException) -> dict[str, Any]:
@@ -54,7 +37,7 @@ def error_body(exc: BaseException) -> dict[str, Any]:
 
 def create_app(target_id: str | None = None, dsn: str | None = None) -> Starlette:
     """Build the ASGI app for one target (defaults from CONNBENCH_TARGET / CONNBENCH_DSN)."""
-    target = get_target(target_id or os.environ.get("CONNBENCH_TARGET", ""))
+    target = BUILT_IN.get_target(target_id or os.environ.get("CONNBENCH_TARGET", ""))
     dsn = dsn or os.environ.get("CONNBENCH_DSN") or DEFAULT_DSN
     settings = Settings.from_env()
     strategy = build_strategy(target.id, dsn, settings)

@@ -1,4 +1,4 @@
-// The runtime-neutral half of the HTTP contract (DESIGN.md), shared by the prisma (Node) and worker
+// The runtime-neutral half of the HTTP contract (targets/contract.py), shared by the prisma (Node) and worker
 // (workerd) families: settings, counters, histograms, error bodies. No Node or Workers API in here but
 // AsyncLocalStorage, which both offer (workerd with nodejs_compat). No package imports either: each family
 // bundles its own pg, and Prisma's adapter checks `instanceof` its pg's Pool.
@@ -6,7 +6,7 @@ import { AsyncLocalStorage } from "node:async_hooks";
 
 export const WORLD_ROWS = 10_000;
 
-// The settings of targets/strategies.py SETTINGS: same environment names, same defaults.
+// The settings of targets/contract.py SETTINGS: same environment names, same defaults.
 const SETTINGS = {
   pool_min: ["CONNBENCH_POOL_MIN", 10],
   pool_max: ["CONNBENCH_POOL_MAX", 10],
@@ -29,7 +29,7 @@ export function readSettings(env: Record<string, string | undefined>): Settings 
   return out;
 }
 
-// targets/timing.py fine_bucket and its keys: 0.1 ms below 10 ms ("0.4", "3"), 1 ms below 100, 10 ms
+// targets/contract.py fine_bucket and its keys: 0.1 ms below 10 ms ("0.4", "3"), 1 ms below 100, 10 ms
 // below 1000, then 100 ms.
 export function fineBucket(ms: number): string {
   if (ms < 10) return String(Math.round(ms * 10) / 10);
@@ -166,7 +166,7 @@ export function randomWorldId(): number {
   return 1 + Math.floor(Math.random() * WORLD_ROWS);
 }
 
-// `GET /db?work_ms=N&hold=1` (targets/app.py DB_PARAMS): N ms of non-database work, with the connection
+// `GET /db?work_ms=N&hold=1` (targets/contract.py DB_PARAMS): N ms of non-database work, with the connection
 // held (hold=1) or after it was released (hold=0, the default). A bad value throws BadRequest (400).
 export class BadRequest extends Error {
   name = "BadRequest";
