@@ -256,19 +256,66 @@ def test_numbers_read_at_a_readable_precision() -> None:
     assert R.Estimate(0.38, float("nan"), float("nan"), 1).text("s") == "0.38 s"
 
 
+# -- the answers table and the top of the page, on the committed reference run (read only) ----------------
+REFERENCE = REPO / "results" / "reference"
+FIRST_FIGURE_WORDS = 600
+
+
+def words_before_first_figure(html: str) -> int:
+    """The words a reader passes before the first figure: the page's text up to its first image."""
+    from bs4 import BeautifulSoup
+
+    page = BeautifulSoup(html[: html.index("<img")], "html.parser")
+    for tag in page(["style", "script"]):
+        tag.decompose()
+    return len(page.get_text(" ").split())
+
+
+def test_each_answer_is_one_short_sentence_with_its_key_number() -> None:
+    from benchmarks.results import questions as Q
+    from benchmarks.results.findings.common import MAX_WORDS
+
+    run = R.load_run(REFERENCE)
+    for registry in (Q.QUESTIONS, Q.CLAIMS):
+        for r in Q.answers(run, registry).itertuples():
+            words = r.answer.split()
+            assert len(words) <= MAX_WORDS, f"{r.question}: {len(words)} words: {r.answer}"
+            assert r.answer.endswith(".") and ". " not in r.answer, f"{r.question}: not one sentence: {r.answer}"
+            assert any(ch.isdigit() for ch in r.answer), f"{r.question}: no key number: {r.answer}"
+            assert len(r.detail.split()) > len(words), f"{r.question}: its details say no more than the answer"
+
+
+def test_the_first_figure_comes_within_600_words_of_the_top(tmp_path: Path) -> None:
+    run_dir = tmp_path / "reference"
+    run_dir.mkdir()
+    for name in ("manifest.json", "summary.csv", "timeseries.csv", "baseline.csv", "capacity.csv"):
+        (run_dir / name).write_bytes((REFERENCE / name).read_bytes())
+    proc = run_connbench("report", str(run_dir), timeout=REPORT_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = (run_dir / "report.html").read_text()
+    assert words_before_first_figure(html) <= FIRST_FIGURE_WORDS
+    from benchmarks.results import questions as Q
+
+    for prefix, registry in (("answer", Q.QUESTIONS), ("claim", Q.CLAIMS)):  # the details: one click away
+        for i in range(1, len(registry) + 1):
+            assert f'href="#{prefix}-{i}"' in html and f'id="{prefix}-{i}"' in html, f"{prefix}-{i}"
+
+
 # -- a synthetic run: levels, repeats, invalid cells, faults ---------------------------------------------
 def test_answers_say_when_they_come_from_invalid_cells(tmp_path: Path) -> None:
     from benchmarks.results.findings import shared_client
 
     run_dir = write_synthetic_run(tmp_path / "synthetic")
-    answer, key = shared_client.answer(R.load_run(run_dir))
-    assert "global-asyncpg fails 60 %" in answer and "invalid" not in answer and key == "global-asyncpg: 60 % errors"
+    got = shared_client.answer(R.load_run(run_dir))
+    assert got is not None and "global-asyncpg fails 60 %" in got.detail and "invalid" not in got.detail
+    assert "global-asyncpg fails 60 % of requests;" in got.short
     summary = pd.read_csv(run_dir / "summary.csv")
     steady_global = (summary["scenario"] == "steady") & (summary["target"] == "global-asyncpg")
     summary.loc[steady_global, ["valid", "invalid_reason"]] = [False, "load generator CPU 95% > 90%"]
     summary.to_csv(run_dir / "summary.csv", index=False)
-    answer, key = shared_client.answer(R.load_run(run_dir))
-    assert "global-asyncpg fails" in answer and "set aside as invalid" in answer and "(invalid cells)" in key
+    got = shared_client.answer(R.load_run(run_dir))
+    assert got is not None and "global-asyncpg fails" in got.detail and "set aside as invalid" in got.detail
+    assert "(invalid cells: a floor)" in got.short
 
 
 def test_report_on_a_run_with_repeats_levels_and_faults(tmp_path: Path) -> None:

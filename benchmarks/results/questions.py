@@ -1,7 +1,8 @@
 """The report's opening: each question of the suite and each claim of the seed documents, answered from a run.
 
-A registry, as ann-benchmarks keeps its metrics: question → the findings module that answers it (one computed
-sentence and its key number, from the metrics layer) → the report section whose figure shows it. An answer
+A registry, as ann-benchmarks keeps its metrics: question → the findings module that answers it (one short
+sentence with its key number, and the answer in detail, from the metrics layer) → the report section whose
+figure shows it. An answer
 whose cells the run lacks says so instead of guessing.
 """
 
@@ -21,7 +22,7 @@ from benchmarks.results.load import RunData
 class Question:
     ask: str
     section: str  # the report section whose figure shows the answer
-    answer: Callable[[RunData], Answer]
+    answer: Callable[[RunData], Answer | None]
 
 
 TIME_SPLIT = "Where a request's time goes (getting a connection, the query, the rest)"
@@ -66,11 +67,18 @@ def anchor(section: str) -> str:
     return "#" + section.replace(" ", "-")
 
 
-def answers(run: RunData, registry: list[Question]) -> pd.DataFrame:
-    """One row per question: the question, the computed answer (or why there is none), the key number, the link."""
+NOT_MEASURED = "*Not measured in this run* (its cells are missing or invalid)."
+
+
+def answers(run: RunData, registry: list[Question], prefix: str = "answer") -> pd.DataFrame:
+    """One row per question: the question, its short answer (one sentence with its key number, or why there is
+    none), the answer in detail, the id of the detail's place in the report (`<prefix>-<n>`) and the link to the
+    figure that shows it."""
     rows = []
-    for q in registry:
+    for i, q in enumerate(registry, 1):
         got = q.answer(run)
-        sentence, key = got if got else ("*Not measured in this run* (its cells are missing or invalid).", "")
-        rows.append({"question": q.ask, "answer": sentence, "key": key, "figure": f"[figure]({anchor(q.section)})"})
+        short, detail = (got.short, got.detail) if got else (NOT_MEASURED, NOT_MEASURED)
+        rows.append(
+            {"question": q.ask, "answer": short, "detail": detail, "id": f"{prefix}-{i}", "figure": anchor(q.section)}
+        )
     return pd.DataFrame(rows)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from benchmarks.results import fmt
 from benchmarks.results import metrics as M
 from benchmarks.results import questions as Q
 from benchmarks.results.findings import leaks, pooler
@@ -70,8 +71,8 @@ def test_every_question_and_claim_is_answered_from_the_reference_run(ref: RunDat
 
 
 def test_the_settings_a_sentence_quotes_come_from_the_run(tmp_path: Path, ref: RunData) -> None:
-    sentence, _ = leaks.answer(ref) or ("", "")
-    assert sentence.startswith(f"With max_connections {ref.max_connections('conn-cap')} and ")
+    got = leaks.answer(ref)
+    assert got is not None and got.detail.startswith(f"With max_connections {ref.max_connections('conn-cap')} and ")
     run_dir = copy_run(tmp_path / "run")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     manifest["scenarios"]["conn-cap"].update(max_connections=37, workers=5)
@@ -80,10 +81,13 @@ def test_the_settings_a_sentence_quotes_come_from_the_run(tmp_path: Path, ref: R
     summary.loc[summary["scenario"] == "conn-cap", "workers"] = "5"
     summary.to_csv(run_dir / "summary.csv", index=False)
     changed = load_run(run_dir)
-    sentence, _ = leaks.answer(changed) or ("", "")
-    assert sentence.startswith("With max_connections 37 and 5 workers per target: "), sentence
-    sentence, _ = pooler.answer(changed) or ("", "")
-    assert sentence.startswith("Behind PgBouncer, 5 workers fail "), sentence
+    got = leaks.answer(changed)
+    assert got is not None
+    for sentence in (got.short, got.detail):
+        assert sentence.startswith("With max_connections 37 and 5 workers per target: "), sentence
+    got = pooler.answer(changed)
+    assert got is not None and got.detail.startswith("Behind PgBouncer, 5 workers fail "), got.detail
+    assert "5 workers behind PgBouncer" in got.short, got.short
 
 
 def test_where_the_pooler_sits_is_read_from_the_path_table(ref: RunData) -> None:
@@ -91,5 +95,6 @@ def test_where_the_pooler_sits_is_read_from_the_path_table(ref: RunData) -> None
     assert placements, "the reference run has PgBouncer near the database and near the app"
     p = placements[0]
     assert p.rtt_ms > 0 and p.saved_ms == p.near_db_ms - p.near_app_ms
-    sentence, _ = pooler.answer(ref) or ("", "")
-    assert pooler.placement_text(p) in sentence
+    got = pooler.answer(ref)
+    assert got is not None and pooler.placement_text(p) in got.detail
+    assert f"saves {fmt.num(p.saved_ms)} ms per request" in got.short

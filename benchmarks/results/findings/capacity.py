@@ -57,9 +57,19 @@ def open_sentences(run: RunData) -> list[str]:
     return out
 
 
-def answer(run: RunData) -> Answer:
+def answer(run: RunData) -> Answer | None:
     s = open_sentences(run)
-    return (" ".join(s[:2]), "see the figure") if s else None
+    if not s:
+        return None
+    cap = read_capacity(run.dir)
+    served = []
+    for strategy, g in list(cap.groupby("strategy", sort=False))[:2]:
+        bound = "" if g["failed_at_rps"].notna().any() else "at least "
+        served.append(f"{strategy} {bound}{fmt.num(g['sustainable_rps'].median(), 'req/s')}")
+    if not served:  # arrival cells only: what the first strategy completed at its highest offered rate
+        return Answer(s[0], " ".join(s[:2]))
+    slo = fmt.num(cap["slo_ms"].iloc[0], "ms")
+    return Answer(f"Within a p99 of {slo} from the due time: " + ", ".join(served) + ".", " ".join(s[:2]))
 
 
 def slow_work_sentences(run: RunData) -> list[str]:

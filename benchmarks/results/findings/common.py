@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from benchmarks.results.load import RunData
 from benchmarks.results.stats import merge_errors
 
-# A question's answer: (one sentence computed from the run, its key number), or None when the run lacks its cells.
-Answer = tuple[str, str] | None
+MAX_WORDS = 35  # the answers table's sentence at most
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A question's answer computed from the run (a findings module returns None when the run lacks its cells)."""
+
+    short: str  # one sentence of at most MAX_WORDS words with its key number: the answers table
+    detail: str  # every number behind it: the answer in detail, one click away
 
 
 def errors_of(run: RunData, scenario: str, target: str) -> dict[str, int]:

@@ -15,7 +15,7 @@ from benchmarks.results.stats import SMALL_RATIO, noise_verdict
 PAIRS = [("per-request-asyncpg", "pool-eager-asyncpg"), ("per-request-psycopg", "pool-eager-psycopg")]
 
 
-def answer(run: RunData) -> Answer:
+def answer(run: RunData) -> Answer | None:
     for per, pool in PAIRS:
         a, b = (estimate(run, "latency_p50_ms", MAIN_SCENARIO, t) for t in (per, pool))
         if a and b and b.value:
@@ -27,7 +27,12 @@ def answer(run: RunData) -> Answer:
                 f"new PostgreSQL sessions per request; throughput {ra.text('req/s') if ra else 'n/a'} against "
                 f"{rb.text('req/s') if rb else 'n/a'}."
             )
-            return sentence, f"p50 {a.value / b.value:.0f}× a pool's"
+            short = (
+                f"Connecting per request answers in {fmt.num(a.value, 'ms')} at p50 against {fmt.num(b.value, 'ms')} "
+                f"with a pool ({a.value / b.value:.0f}× slower), opening "
+                f"{fmt.per_request_text(spr.value if spr else None)} PostgreSQL sessions per request."
+            )
+            return Answer(short, sentence)
     return None
 
 

@@ -12,8 +12,9 @@ COLD = "cold-start"
 PAIRS = [("pool-eager-asyncpg", "pool-lazy-asyncpg"), ("prisma-connect", "prisma-global")]
 
 
-def answer(run: RunData) -> Answer:
-    out, key = [], ""
+def answer(run: RunData) -> Answer | None:
+    out: list[str] = []
+    said: list[str] = []
     for eager, lazy in PAIRS:
         fe, fl = (estimate(run, "first_request_ms", COLD, t) for t in (eager, lazy))
         re_, rl = (estimate(run, "time_to_ready_s", COLD, t) for t in (eager, lazy))
@@ -22,21 +23,26 @@ def answer(run: RunData) -> Answer:
                 f"{eager}'s first request takes {fe.text('ms')} against {fl.text('ms')} for {lazy}"
                 + (f" (ready after {re_.text('s')} against {rl.text('s')})" if re_ and rl else "")
             )
-            key = key or f"first request {fmt.num(fe.value)} vs {fmt.num(fl.value)} ms"
+            said.append(f"{eager} {fmt.num(fe.value, 'ms')} against {fmt.num(fl.value, 'ms')} for {lazy}")
     if not out:
         return None
-    return "; ".join(out) + ".", key
+    short = "First request: " + "; ".join(said[:2]) + "."
+    return Answer(short, "; ".join(out) + ".")
 
 
-def claim_connect(run: RunData) -> Answer:
+def claim_connect(run: RunData) -> Answer | None:
     """Prisma: an explicit $connect() makes the first request fast."""
     c, g = (estimate(run, "first_request_ms", COLD, t) for t in ("prisma-connect", "prisma-global"))
     if c is None or g is None:
         return None
     faster = c.value < g.value
-    return (
+    short = (
+        f"{'Faster' if faster else 'Not faster'}: the first request takes {fmt.num(c.value, 'ms')} with $connect() "
+        f"before ready, {fmt.num(g.value, 'ms')} without."
+    )
+    return Answer(
+        short,
         f"With $connect() before ready the first request takes {c.text('ms')}, without it {g.text('ms')}: "
         f"{'faster' if faster else 'not faster'} (Prisma 7 with the pg adapter opens no connection at $connect(); "
         "it starts the query engine).",
-        f"{fmt.num(c.value)} vs {fmt.num(g.value)} ms",
     )

@@ -19,8 +19,8 @@ def cap_settings(run: RunData) -> str:
     return " and ".join(g for g in given if g)
 
 
-def answer(run: RunData) -> Answer:
-    out, key = [], None
+def answer(run: RunData) -> Answer | None:
+    out, short = [], ""
     for t in LEAKY:
         peak, slots = estimate(run, "conn_peak", CAP, t), estimate(run, "conn_slots", CAP, t)
         e53300, rate = estimate(run, "errors_53300", CAP, t), estimate(run, "error_rate", CAP, t)
@@ -31,14 +31,17 @@ def answer(run: RunData) -> Answer:
                 + f" and fails {rate.text(form=fmt.pct)} of requests"
                 + (f" ({e53300.text()} with SQLSTATE 53300, too many connections)" if e53300 and e53300.value else "")
             )
-            key = key or f"{t}: {fmt.pct(rate.value)} errors at the cap"
+            short = short or (
+                f"{t} climbs to {fmt.num(peak.value)} connections and fails {fmt.pct(rate.value)} of requests"
+                + (f", {fmt.num(e53300.value)} with 53300 (too many connections)" if e53300 and e53300.value else "")
+            )
     if not out:
         return None
-    settings = cap_settings(run)
-    return (f"With {settings}: " if settings else "") + "; ".join(out) + ".", key or ""
+    given = f"With {cap_settings(run)}: " if cap_settings(run) else ""
+    return Answer(f"{given}{short}.", given + "; ".join(out) + ".")
 
 
-def claim_leak(run: RunData) -> Answer:
+def claim_leak(run: RunData) -> Answer | None:
     """Prisma: a new PrismaClient per call without $disconnect() opens a new pool each time."""
     rate = estimate(run, "error_rate", CAP, "prisma-leaky")
     spr = estimate(run, "sessions_per_request", MAIN_SCENARIO, "prisma-per-request")
@@ -51,4 +54,9 @@ def claim_leak(run: RunData) -> Answer:
         parts.append(
             f"left undisconnected (prisma-leaky) they fill the cap: {rate.text(form=fmt.pct)} of requests fail"
         )
-    return capitalised(parts), f"{fmt.pct(rate.value)} errors" if rate else ""
+    said = []
+    if spr is not None:
+        said.append(f"{fmt.per_request_text(spr.value)} new sessions per request")
+    if rate is not None:
+        said.append(f"left undisconnected, {fmt.pct(rate.value)} of requests fail at the cap")
+    return Answer("A client per call: " + "; ".join(said) + ".", capitalised(parts))

@@ -48,6 +48,18 @@ def sentences(run: RunData) -> list[str]:
     return out
 
 
-def answer(run: RunData) -> Answer:
+def answer(run: RunData) -> Answer | None:
     s = sentences(run)
-    return (s[0], "see the figure") if s else None
+    agg = sweep_aggregate(run, SCENARIO, ["rps"])
+    for target, g in agg.groupby("target", sort=False):
+        stop = plateau(g)
+        if stop is None:
+            continue
+        first = g.sort_values("pool_max").iloc[0]
+        short = (
+            f"{target} at {int(first['users'])} users stops growing at pool_max {int(stop['pool_max'])} "
+            f"({fmt.num(stop['rps'], 'req/s')}, from {fmt.num(first['rps'], 'req/s')} at pool_max "
+            f"{int(first['pool_max'])})."
+        )
+        return Answer(short, s[0])
+    return None

@@ -34,8 +34,9 @@ def placement_text(p: Placement) -> str:
     )
 
 
-def answer(run: RunData) -> Answer:
-    out, key = [], None
+def answer(run: RunData) -> Answer | None:
+    out: list[str] = []
+    said: list[str] = []
     pgb = estimate(run, "error_rate", CAP, BOUNCER)
     if pgb is not None:
         peak, workers = estimate(run, "conn_peak", CAP, BOUNCER), estimate(run, "workers", CAP, BOUNCER)
@@ -48,13 +49,18 @@ def answer(run: RunData) -> Answer:
             text += f", where {own[0]}'s own pools fail {own[1].text(form=fmt.pct)}"
             text += f" (they want {wanted.text()})" if wanted else ""
         out.append(text)
-        key = f"errors at the cap: {fmt.pct(pgb.value)} with PgBouncer"
+        said.append(
+            f"at the cap, {who} behind PgBouncer fail {fmt.pct(pgb.value)} of requests"
+            + (f" ({own[0]}'s own pools: {fmt.pct(own[1].value)})" if own is not None else "")
+        )
     placements = pooler_placements(distance_aggregate(run))
     if placements:
-        out.append(placement_text(placements[0]))
+        p = placements[0]
+        out.append(placement_text(p))
+        said.append(f"next to the app it saves {fmt.num(p.saved_ms)} ms per request at {fmt.num(p.rtt_ms)} ms RTT")
     if not out:
         return None
-    return capitalised(out), key or "see the connection path"
+    return Answer(capitalised(said), capitalised(out))
 
 
 def conn_cap_sentences(run: RunData) -> list[str]:
