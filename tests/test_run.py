@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import pytest
 from helpers import CONNBENCH, REPO, run_connbench, sigint_default, temp_dirs, wait_until
 
 from benchmarks.results.summary import SUMMARY_COLUMNS, TIMESERIES_COLUMNS
+from benchmarks.run.options import RunOptions
 from benchmarks.stack.pgbouncer import missing_reason
 from targets.strategies import TARGETS
 
@@ -44,6 +46,8 @@ def test_smoke_run_writes_every_file(smoke) -> None:
     for key in ("python", "postgresql", "locust", "asyncpg", "psycopg"):
         assert manifest["versions"][key]
     assert manifest["machine"]["cores"] >= 1 and manifest["target_settings"]["pool_max"] > 0
+    assert manifest["options"]["profile"] == "smoke" and manifest["options"]["scenarios"] == ["steady"]
+    assert manifest["options"]["targets"] == RUNNABLE and manifest["options"]["baseline"] is True
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary.columns) == SUMMARY_COLUMNS
     assert list(pd.read_csv(out / "timeseries.csv").columns) == TIMESERIES_COLUMNS
@@ -161,3 +165,33 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, args: list[str], env: dict[
     for w in words:
         assert w in lines[0]
     assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+# -- the options a run takes, kept in its manifest -------------------------------------------------------
+def test_options_come_back_from_the_manifest_without_the_password() -> None:
+    from targets.yours import url_targets
+
+    mine = url_targets(["mine=http://127.0.0.1:8000"], [])
+    options = RunOptions(
+        profile="smoke", targets=None, scenarios=("steady", "arrival"), out=Path("/tmp/run"), baseline=False,
+        load_workers=2, path=((0.0, 10.0), (True,), None), user_targets=tuple(mine),
+        dsn="postgresql://me:s3cret@127.0.0.1:5432/db", load_master="0.0.0.0:5557",
+    )  # fmt: skip
+    stored = json.loads(json.dumps({"profile": "smoke", "options": options.to_json()}))
+    assert "s3cret" not in json.dumps(stored) and stored["options"]["dsn"] == "postgresql://me:***@127.0.0.1:5432/db"
+    back = RunOptions.from_manifest(stored, Path("/tmp/run"), dsn=options.dsn)
+    assert back == dataclasses.replace(options, resume=Path("/tmp/run"))
+    assert back.user_targets[0].url == "http://127.0.0.1:8000"
+
+
+def test_options_of_a_run_written_before_they_were_stored() -> None:
+    manifest = {
+        "profile": "smoke", "scenarios": {"steady": {}}, "targets": ["pool-eager-asyncpg"], "targets_named": True,
+        "load_workers": 3, "baseline": False, "path_override": [[0, 10], None, ["near-app"]], "user_targets": [],
+        "load_master": "",
+    }  # fmt: skip
+    options = RunOptions.from_manifest(manifest, Path("/tmp/run"), dsn=None)
+    assert options == RunOptions(
+        profile="smoke", targets=("pool-eager-asyncpg",), scenarios=("steady",), out=Path("/tmp/run"),
+        resume=Path("/tmp/run"), baseline=False, load_workers=3, path=((0, 10), None, ("near-app",)),
+    )  # fmt: skip

@@ -9,10 +9,12 @@ import subprocess
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from benchmarks.results import summary as S
+from benchmarks.run.options import RunOptions
 from benchmarks.run.scenario import Scenario
 from benchmarks.stack.pgbouncer import pgbouncer_version
 from benchmarks.stack.postgres import server_version
@@ -52,11 +54,17 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def new_manifest(run_id: str, profile: str, scenarios: list[Scenario], targets: list[str], skipped: dict) -> dict:
+def new_manifest(
+    run_id: str, options: RunOptions, scenarios: list[Scenario], targets: list[str], skipped: dict[str, str]
+) -> dict[str, Any]:
+    """`options` is kept whole under "options" (what --resume reads) and its settings also under the keys the
+    report and older readers know (load_workers, baseline, path_override, load_master, targets_named,
+    user_targets)."""
+    saved = options.to_json()
     return {
         "schema_version": S.SCHEMA_VERSION,
         "run_id": run_id,
-        "profile": profile,
+        "profile": options.profile,
         "status": "running",
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "ended_at": None,
@@ -85,4 +93,11 @@ def new_manifest(run_id: str, profile: str, scenarios: list[Scenario], targets: 
         "cells_total": 0,
         "cells_done": [],
         "cells_missing": [],
+        "load_workers": options.load_workers,
+        "baseline": options.baseline,
+        "path_override": saved["path"],
+        "load_master": options.load_master,
+        "targets_named": options.targets is not None,
+        "user_targets": saved["user_targets"],
+        "options": saved,
     }

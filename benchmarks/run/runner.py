@@ -12,7 +12,6 @@ Completed cells are written as they finish (atomically), so an interrupted run k
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import shutil
 import signal
@@ -28,6 +27,7 @@ from benchmarks.run.cells import Cell, CellRun, applicable, plan, planned_second
 from benchmarks.run.faults import run_cold_start_cell
 from benchmarks.run.loadcell import run_load_cell
 from benchmarks.run.manifest import new_manifest
+from benchmarks.run.options import RunOptions
 from benchmarks.run.scenario import load_profile
 from benchmarks.run.verify import choose_verified
 from benchmarks.stack.external import ExternalPostgres
@@ -36,7 +36,7 @@ from benchmarks.stack.pgbouncer import choose_targets
 from benchmarks.stack.postgres import EmbeddedPostgres, find_bindir
 from benchmarks.stack.procs import other_connbench_runs
 from targets.strategies import Settings
-from targets.yours import UserTarget, from_json, register, running_url
+from targets.yours import register, running_url
 
 
 @contextlib.contextmanager
@@ -57,60 +57,48 @@ def stack(cells: list[Cell], db: ExternalPostgres | None = None) -> Iterator[tup
 
 
 # -- the matrix ----------------------------------------------------------------------------------------
-def run_matrix(
-    profile: str = "quick",
-    target_names: list[str] | None = None,
-    scenario_names: list[str] | None = None,
-    out: Path | None = None,
-    resume: Path | None = None,
-    baseline: bool = True,
-    load_workers: int = 1,
-    path: tuple[Any, Any, Any] = (None, None, None),
-    user_targets: list[UserTarget] | None = None,
-    dsn: str | None = None,
-    load_master: str = "",
-) -> Path:
-    """Run (or finish) a matrix and return its folder. `path`: (rtts, tls modes, poolers) from the command line,
-    each None or replacing every scenario's [network] value."""
+def run_matrix(options: RunOptions) -> Path:
+    """Run (or finish, with options.resume) a matrix and return its folder."""
     from rich.console import Console
 
     console = Console(stderr=True)
     find_bindir()  # no PostgreSQL: fail before creating anything
-    db = ExternalPostgres(dsn) if dsn else None  # --dsn: an existing database, checked before anything
+    db = ExternalPostgres(options.dsn) if options.dsn else None  # --dsn: an existing database, checked before anything
     lock: RunLock | None = None
-    if resume is not None:
-        manifest = read_manifest(resume)
-        lock = RunLock(resume)
+    if options.resume is not None:
+        out = options.resume
+        manifest = read_manifest(out)
+        lock = RunLock(out)
         lock.acquire()  # a second writer stops here, with one line naming the holder
         if manifest.get("status") == "running":
             manifest["writer_died"] = True
-            console.print(f"[yellow]{resume}: its last writer died without finishing; resuming[/]")
-        profile = manifest["profile"]
-        path = tuple(None if v is None else tuple(v) for v in manifest.get("path_override", path))
-        scenarios = with_path_override(load_profile(profile, list(manifest["scenarios"])), path)
+            console.print(f"[yellow]{out}: its last writer died without finishing; resuming[/]")
+        options = RunOptions.from_manifest(manifest, out, options.dsn)
+        scenarios = with_path_override(load_profile(options.profile, list(manifest["scenarios"])), options.path)
         targets = manifest["targets"]
-        named = manifest.get("targets_named", False)
-        register(from_json(manifest.get("user_targets", [])))
+        named = bool(options.targets)
+        register(list(options.user_targets))
         if manifest.get("database", {}).get("dsn") and db is None:
-            raise ConnbenchError(f"{resume} measured the database {manifest['database']['dsn']}: give --dsn again")
-        load_workers = manifest.get("load_workers", 1)
-        load_master = manifest.get("load_master", "")
-        baseline = manifest.get("baseline", baseline)
-        out = resume
+            raise ConnbenchError(f"{out} measured the database {manifest['database']['dsn']}: give --dsn again")
     else:
-        check_options(load_workers)
-        check_out(out)
-        scenarios = with_path_override(load_profile(profile, scenario_names), path)
+        check_options(options)
+        check_out(options.out)
+        scenario_names = list(options.scenarios) if options.scenarios is not None else None
+        scenarios = with_path_override(load_profile(options.profile, scenario_names), options.path)
         if db is not None:
             db.check()
-        if load_master and (target_names or not user_targets or not all(map(running_url, user_targets))):
+        yours = list(options.user_targets)
+        if options.load_master and (options.targets or not yours or not all(map(running_url, yours))):
             raise ConnbenchError(
                 "--load-master: the targets connbench starts listen on loopback, out of reach of load workers on "
                 "other machines; measure services on other hosts with --url"
             )
-        named = bool(target_names)
+        named = bool(options.targets)
         targets, skipped = choose_verified(
-            target_names, user_targets or [], db, used=lambda t: any(sc.selects(t, named) for sc in scenarios)
+            list(options.targets) if options.targets else None,
+            yours,
+            db,
+            used=lambda t: any(sc.selects(t, named) for sc in scenarios),
         )
         if not targets and not skipped:
             names = ", ".join(sc.name for sc in scenarios)
@@ -119,26 +107,21 @@ def run_matrix(
             raise ConnbenchError("no runnable target: " + "; ".join(f"{t}: {r}" for t, r in skipped.items()))
         for t, reason in skipped.items():
             console.print(f"[yellow]skipping {t}: {reason}[/]")
-        run_id = new_run_id(profile)
-        created = out is None or not out.exists()
-        out = prepare_out(out, run_id)
+        run_id = new_run_id(options.profile)
+        created = options.out is None or not options.out.exists()
+        out = prepare_out(options.out, run_id)
         try:
             lock = RunLock(out)
             lock.acquire()
-            manifest = new_manifest(run_id, profile, scenarios, targets, skipped)
+            manifest = new_manifest(run_id, options, scenarios, targets, skipped)
         except BaseException:
             if lock is not None:
                 lock.release()
             if created:
                 shutil.rmtree(out, ignore_errors=True)  # a failed start leaves no folder behind
             raise
-        manifest.update(load_workers=load_workers, baseline=baseline, path_override=path, load_master=load_master)
-        manifest["targets_named"] = named
-        manifest.update(
-            user_targets=[dataclasses.asdict(t) for t in user_targets or []],
-            database={"dsn": db.describe(), "created": db.created} if db else {"embedded": True},
-        )
-    if db is not None and resume is not None:
+        manifest["database"] = {"dsn": db.describe(), "created": db.created} if db else {"embedded": True}
+    if db is not None and options.resume is not None:
         db.check()
     cells, skipped_cells = applicable(plan(scenarios, targets, named), db is not None)
     manifest["skipped_cells"] = skipped_cells
@@ -154,13 +137,13 @@ def run_matrix(
     console.print(f"connbench: {len(todo)} of {len(cells)} cells to run into {out}")
     live = CellRun()
     try:
-        if baseline and not (out / "baseline.csv").exists():
+        if options.baseline and not (out / "baseline.csv").exists():
             rtts = sorted({r for sc in scenarios for r in sc.rtt_ms})
             tls = sorted({t for sc in scenarios for t in sc.tls})
             with console.status("baseline: pgbench with and without -C"):
                 seconds = seconds_for(manifest["profile"])
                 run_baseline(out / "baseline.csv", seconds=seconds, rtts=rtts, tls=tls, db=db)
-        _run_cells(todo, run, live, console, load_workers, db, load_master)
+        _run_cells(todo, run, live, console, options.load_workers, db, options.load_master)
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the clean-up half-way
         live.stop_all()
@@ -188,10 +171,10 @@ def run_matrix(
     return out
 
 
-def check_options(load_workers: int) -> None:
+def check_options(options: RunOptions) -> None:
     """Everything a run reads from the command line and the environment, checked before anything starts."""
-    if load_workers < 1:
-        raise ConnbenchError(f"--load-workers must be 1 or more, got {load_workers}")
+    if options.load_workers < 1:
+        raise ConnbenchError(f"--load-workers must be 1 or more, got {options.load_workers}")
     try:
         Settings.from_env()
     except ValueError as exc:
@@ -202,11 +185,12 @@ def check_options(load_workers: int) -> None:
 # by tests/bench_loadgen.py and recorded in README.
 
 
-def describe_plan(profile: str, target_names: list[str] | None, scenario_names: list[str] | None) -> list[str]:
+def describe_plan(options: RunOptions) -> list[str]:
     """`connbench run --plan`: one line per scenario (cells, seconds) and the total, without starting anything."""
-    scenarios = load_profile(profile, scenario_names)
-    targets, _ = choose_targets(target_names)
-    cells = plan(scenarios, targets, bool(target_names))
+    profile = options.profile
+    scenarios = load_profile(profile, list(options.scenarios) if options.scenarios is not None else None)
+    targets, _ = choose_targets(list(options.targets) if options.targets else None)
+    cells = plan(scenarios, targets, bool(options.targets))
     lines = []
     for sc in scenarios:
         mine = [c for c in cells if c.scenario.name == sc.name]
