@@ -17,7 +17,7 @@ from helpers import CONNBENCH, REPO, run_connbench, sigint_default, temp_dirs, w
 from benchmarks.results.summary import SUMMARY_COLUMNS, TIMESERIES_COLUMNS
 from benchmarks.run.options import RunOptions
 from benchmarks.stack.pgbouncer import missing_reason
-from targets.strategies import TARGETS
+from targets.registry import TARGETS
 
 POOL_EAGER = [t for t in TARGETS if TARGETS[t].strategy == "pool-eager"]
 PER_REQUEST = [t for t, x in TARGETS.items() if x.session_per_request and "leaky" not in x.strategy]

@@ -18,7 +18,7 @@ from benchmarks.run.options import RunOptions
 from benchmarks.run.scenario import Scenario
 from benchmarks.stack.pgbouncer import pgbouncer_version
 from benchmarks.stack.postgres import server_version
-from targets.strategies import Settings
+from targets.contract import Settings
 
 
 def _version(dist: str) -> str | None:
