@@ -28,7 +28,7 @@ from helpers import wait_until
 
 from benchmarks.stack import compose
 from benchmarks.stack.procs import free_port
-from targets.strategies import TARGETS
+from targets.registry import TARGETS
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_IMAGE = "debian:bookworm-slim"

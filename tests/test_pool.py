@@ -17,8 +17,8 @@ from benchmarks.results import data as R
 from benchmarks.run.cells import Cell, plan
 from benchmarks.run.scenario import load_profile, parse_scenario
 from benchmarks.stack.pgbouncer import choose_targets
-from targets.strategies import TARGETS
-from targets.timing import Histogram
+from targets.python.timing import Histogram
+from targets.registry import TARGETS
 
 RUNNABLE, SKIPPED = choose_targets()
 SMOKE_TARGET = "pool-eager-asyncpg"

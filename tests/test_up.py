@@ -27,7 +27,7 @@ from helpers import sigint_default
 
 from benchmarks.stack.pgbouncer import missing_reason
 from benchmarks.stack.procs import free_port
-from targets.strategies import TARGETS
+from targets.registry import TARGETS
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_LINE = re.compile(r"^\s+(\S+)\s+(http://127\.0\.0\.1:\d+)$")

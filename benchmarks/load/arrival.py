@@ -120,9 +120,9 @@ class Search:
 ARRIVAL_PREFIX = "arrival-"  # Locust user class of a target's open-model load: arrival-<target id>
 
 
-def open_columns(final: dict[str, Any], kind: str, offered: float | None) -> dict[str, Any]:
+def open_columns(final: dict[str, Any], is_open: bool, offered: float | None) -> dict[str, Any]:
     """The summary's open-model columns from the locustfile's final.json (closed cells: only load_model)."""
-    if kind not in ("arrival", "capacity"):
+    if not is_open:
         return {"load_model": "closed"}
     counts = final.get("open") or {}
     return {
@@ -134,7 +134,7 @@ def open_columns(final: dict[str, Any], kind: str, offered: float | None) -> dic
     }
 
 
-def capacity_result(final: dict[str, Any], cfg: dict[str, float]) -> tuple[dict[str, Any], dict[str, Any]]:
+def capacity_result(final: dict[str, Any], cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A capacity cell's final.json narrowed to its sustainable step (the highest rate that passed, else the
     first step), so the summary row describes that rate; and the cell's capacity.csv row."""
     search = final.get("search") or {}

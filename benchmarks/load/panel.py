@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 
 from benchmarks.load.sampler import open_monitor, poll_connections, poll_sessions
-from targets.strategies import TARGETS
+from targets.registry import TARGETS
 
 ADMIN_DSN_ENV = "CONNBENCH_ADMIN_DSN"
 TAB_KEY = "connbench"
@@ -87,7 +87,8 @@ class ConnectionMonitor:
         try:
             if self.conn is None or self.conn.closed:
                 self.conn = open_monitor(self.admin_dsn)
-                self.max_connections = int(self.conn.execute("SHOW max_connections").fetchone()[0])
+                shown = self.conn.execute("SHOW max_connections").fetchone()
+                self.max_connections = int(shown[0]) if shown else None
                 self._last_sessions = None
             by_app = poll_connections(self.conn, self.dbname)
             sessions = poll_sessions(self.conn, self.dbname)
@@ -100,7 +101,7 @@ class ConnectionMonitor:
         counts = {t.id: by_app[t.conn_key] for t in TARGETS.values() if t.conn_key in by_app}
         users = self._users()
         ids = self.targets + sorted(t for t in {*counts, *users} if t not in self.targets)
-        rows = []
+        rows: list[dict[str, Any]] = []
         for t in ids:
             figures = counts.get(t, {"total": 0, "active": 0, "idle": 0})
             rows.append({"target": t, "users": users.get(t, 0), **figures})
@@ -302,5 +303,10 @@ def register(environment: Any) -> ConnectionMonitor | None:
     web_ui.template_args["extended_tables"] = [{"key": TAB_KEY, "structure": TABLE_STRUCTURE}]
 
     greenlet = gevent.spawn(monitor.run_forever, gevent.sleep)
-    environment.events.quitting.add_listener(lambda **_kw: (monitor.stop(), greenlet.kill(block=False)))
+
+    def stop(**_kw: Any) -> None:
+        monitor.stop()
+        greenlet.kill(block=False)
+
+    environment.events.quitting.add_listener(stop)
     return monitor

@@ -16,11 +16,12 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.results import summary as S
 from benchmarks.errors import ConnbenchError
+from benchmarks.results import summary as S
 
 RESULTS_ROOT = Path("results")  # where `connbench run` puts its folders (relative to the working directory)
 LOCK_FILE = ".lock"
@@ -155,14 +156,15 @@ class Run:
     def save_manifest(self) -> None:
         write_atomic(self.out / "manifest.json", json.dumps(self.manifest, indent=2, default=str) + "\n")
 
-    def add(self, row: dict[str, Any]) -> None:
-        ts = row.pop("_timeseries", [])
-        capacity = row.pop("_capacity", None)
+    def add(
+        self, row: dict[str, Any], timeseries: Sequence[dict[str, Any]] = (), capacity: dict[str, Any] | None = None
+    ) -> None:
+        """Append one cell's rows (its summary row, timeseries rows and capacity row) and mark it done."""
         if capacity is not None:
             self.capacity.append(capacity)
             write_csv_atomic(self.out / "capacity.csv", S.CAPACITY_COLUMNS, self.capacity)
         self.summary.append(row)
-        self.timeseries += ts
+        self.timeseries += list(timeseries)
         write_csv_atomic(self.out / "timeseries.csv", S.TIMESERIES_COLUMNS, self.timeseries)
         write_csv_atomic(self.out / "summary.csv", S.SUMMARY_COLUMNS, self.summary)
         self.manifest["cells_done"].append(row["cell_id"])

@@ -11,7 +11,7 @@ from collections import defaultdict
 from typing import Any
 
 # The bucketing of every histogram (Locust's and the targets' /stats), re-exported for the locustfile.
-from targets.timing import fine_bucket as fine_bucket
+from targets.contract import fine_bucket as fine_bucket
 
 SCHEMA_VERSION = 1
 

@@ -14,7 +14,8 @@ from benchmarks.load.sampler import Sampler
 from benchmarks.run.scenario import Scenario
 from benchmarks.stack.network import DEFAULT_POOLER
 from benchmarks.stack.procs import stop_process
-from targets.strategies import SETTINGS, TARGETS, Target, get_target
+from targets.contract import SETTINGS
+from targets.registry import TARGETS, Target, get_target
 from targets.yours import is_user_target, running_url
 
 DEFAULT_MAX_CONNECTIONS = next(f.default for f in dataclasses.fields(Scenario) if f.name == "max_connections")
@@ -27,7 +28,7 @@ class Cell:
     users: int
     repeat: int
     variant: tuple[tuple[str, Any], ...] = ()  # the swept values of this cell ([sweep] of the scenario)
-    rate: int = 0  # arrival: the offered rate, requests/s (users is then 0)
+    rate: int = 0  # open model: the offered rate, requests/s (users is then 0)
     rtt_ms: float = 0  # the connection path ([network] of the scenario, or --rtt/--tls/--pooler)
     tls: bool = False
     pooler: str = ""  # where PgBouncer sits, for the pgbouncer targets only
@@ -35,7 +36,7 @@ class Cell:
     @property
     def id(self) -> str:
         swept = "".join(f".{k}{v}" for k, v in self.variant)
-        level = {"arrival": f".rps{self.rate}", "capacity": ""}.get(self.scenario.kind, f".u{self.users}")
+        level = self.scenario.cell_kind.level_id(self)
         return f"{self.scenario.name}.{self.target}{level}{swept}{self.path_suffix}.r{self.repeat}"
 
     @property
@@ -54,8 +55,7 @@ def plan(scenarios: list[Scenario], target_ids: list[str], named: bool = False) 
     `named`: the user named the targets, so each scenario takes every one it is meant for (Scenario.selects)."""
     cells = []
     for sc in scenarios:
-        levels = {"arrival": [(0, r) for r in sc.rates], "capacity": [(0, 0)]}.get(sc.kind, [(u, 0) for u in sc.users])
-        for users, rate in levels:
+        for users, rate in sc.cell_kind.levels(sc):
             for variant in sc.variants():
                 for repeat in range(1, sc.repeats + 1):
                     cells += [Cell(sc, t, users, repeat, variant, rate) for t in target_ids if sc.selects(t, named)]
@@ -104,7 +104,7 @@ def planned_seconds(cells: list[Cell]) -> float:
 def skip_reason(sc: Scenario, target: Target, external_db: bool, rtt_ms: float = 0, tls: bool = False) -> str | None:
     """Why a cell cannot run on a service or a database connbench did not start, or None when it can."""
     if running_url(target):
-        if sc.kind == "cold-start":
+        if sc.cell_kind.measures_start:
             return "needs to start the target (a --url service is already running)"
         if sc.signals:
             return f"needs to send {sc.signals[0]} to the target (a --url service is not connbench's to signal)"

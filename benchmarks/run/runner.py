@@ -2,7 +2,7 @@
 
 Each cell starts its target fresh (`connbench serve`, the same command users and containers run), waits for
 /ready, drives it with Locust headless, samples PostgreSQL and the processes, collects /stats and stops the
-target (benchmarks/run/loadcell.py; cold starts in benchmarks/run/faults.py). Cells share one PostgreSQL per
+target (each cell kind: benchmarks/run/kinds/). Cells share one PostgreSQL per
 server configuration and connection path.
 
 Completed cells are written as they finish (atomically), so an interrupted run keeps them and
@@ -24,23 +24,22 @@ from benchmarks.errors import ConnbenchError
 from benchmarks.results.runfolder import Run, RunLock, check_out, new_run_id, prepare_out, read_manifest
 from benchmarks.run.baseline import run_baseline, seconds_for
 from benchmarks.run.cells import Cell, CellRun, applicable, plan, planned_seconds, with_path_override
-from benchmarks.run.faults import run_cold_start_cell
-from benchmarks.run.loadcell import run_load_cell
+from benchmarks.run.kinds import CellContext
 from benchmarks.run.manifest import new_manifest
 from benchmarks.run.options import RunOptions
 from benchmarks.run.scenario import load_profile
 from benchmarks.run.verify import choose_verified
-from benchmarks.stack.external import ExternalPostgres
+from benchmarks.stack.external import Database, ExternalPostgres
 from benchmarks.stack.network import Network
 from benchmarks.stack.pgbouncer import choose_targets
 from benchmarks.stack.postgres import EmbeddedPostgres, find_bindir
 from benchmarks.stack.procs import other_connbench_runs
-from targets.strategies import Settings
+from targets.contract import Settings
 from targets.yours import register, running_url
 
 
 @contextlib.contextmanager
-def stack(cells: list[Cell], db: ExternalPostgres | None = None) -> Iterator[tuple[EmbeddedPostgres, Network]]:
+def stack(cells: list[Cell], db: ExternalPostgres | None = None) -> Iterator[tuple[Database, Network]]:
     """PostgreSQL configured for the cells' server settings and TLS mode, the connection path of their RTT and
     the PgBouncers they need; all always stopped. `db`: an existing database (--dsn) instead, as it is."""
     if db is not None:
@@ -230,12 +229,11 @@ def _run_cells(
                     partial = run.out / "raw" / ".partial"
                     shutil.rmtree(partial, ignore_errors=True)
                     others = set(other_connbench_runs())
-                    if cell.scenario.kind == "cold-start":
-                        row = run_cold_start_cell(cell, pg, net, partial, live)
-                    else:
-                        row = run_load_cell(cell, pg, net, partial, live, load_workers, load_master)
+                    ctx = CellContext(pg, net, partial, live, load_workers, load_master)
+                    result = cell.scenario.cell_kind.run(cell, ctx)
+                    row = result.row
                     row.update(cell.path_columns())
-                    for r in row.get("_timeseries", []):
+                    for r in result.timeseries:
                         r.update(cell.path_columns())
                     live.procs.clear()
                     others |= set(other_connbench_runs())
@@ -245,7 +243,7 @@ def _run_cells(
                     final_raw = run.out / "raw" / cell.id
                     shutil.rmtree(final_raw, ignore_errors=True)
                     partial.rename(final_raw)
-                    run.add(row)
+                    run.add(row, result.timeseries, result.capacity)
                     if not row["valid"]:
                         progress.console.print(f"[yellow]{cell.id}: invalid: {row['invalid_reason']}[/]")
                     elif not progress.console.is_terminal:  # a log file gets one line per cell instead of a bar

@@ -5,7 +5,7 @@ profile (smoke, quick, full) is the set of scenarios that have its table. Unknow
 the file and the key, so a typo never silently changes a benchmark.
 
     description = "closed-loop users, back to back"
-    kind = "load"                       # load | cold-start
+    kind = "load"                       # a cell kind: a module of benchmarks/run/kinds/ (load, cold-start, ...)
     targets = ["*"]                     # target ids, strategy or family names; "*" = every target
     [load]
     users = [1, 8, 32]                  # one cell per level
@@ -45,13 +45,14 @@ Open-model load (kind "arrival": one cell per rate; kind "capacity": one search 
     arrival = "poisson"                 # poisson | uniform (a fixed interval)
     max_senders = 100                   # requests in flight at most; one due beyond is dropped
     stages = [{duration = 3, rps = "level", ramp = true}, {duration = 5, rps = "level"}]   # optional
-    [capacity]                          # kind "capacity" (CAPACITY_DEFAULTS)
+    [capacity]                          # kind "capacity" (benchmarks/load/plan.py CapacitySearch)
     slo_ms = 50                         # p99 from the due time must stay at or under this
     budget = 30                         # seconds of search per target
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import tomllib
 from dataclasses import dataclass, field
@@ -60,19 +61,17 @@ from typing import Any
 
 from benchmarks.errors import ConnbenchError
 from benchmarks.load.arrival import ARRIVALS
-from targets.app import DB_PARAMS
-from targets.strategies import SETTINGS, STRATEGIES, TARGETS, Settings
+from benchmarks.load.plan import CapacitySearch
+from benchmarks.run import kinds
+from targets.contract import DB_PARAMS, SETTINGS, Settings
+from targets.python.strategies import STRATEGIES
+from targets.registry import TARGETS
 from targets.yours import FAMILY as YOURS
 
 SCENARIO_DIR = Path(__file__).parents[1] / "scenarios"
 FAMILY_NAMES = {t.family for t in TARGETS.values()}  # "prisma" in a targets list: every prisma target
 PROFILES = ("smoke", "quick", "full")
-KINDS = ("load", "cold-start", "arrival", "capacity")
-OPEN_KINDS = ("arrival", "capacity")  # open-model load (benchmarks/load/arrival.py)
-# The capacity search (benchmarks/load/arrival.py Search): the SLO, the first rate, how it grows and how close the
-# bisection gets, the rate it never exceeds, each step's settling and measured seconds, the search's budget.
-CAPACITY_DEFAULTS = {"slo_ms": 50.0, "max_error": 0.01, "start_rps": 50.0, "growth": 2.0, "precision": 0.1,
-                     "max_rps": 5000.0, "step_warmup": 1.0, "step_duration": 3.0, "budget": 40.0}  # fmt: skip
+CAPACITY_KEYS = {f.name for f in dataclasses.fields(CapacitySearch)}
 SIGNALS = ("sigterm", "sigkill")  # the actions that signal the target itself
 ACTIONS = ("restart-db", *SIGNALS, "mark")
 TOP_KEYS = {
@@ -128,7 +127,7 @@ class Scenario:
     rates: tuple[int, ...] = ()  # arrival: requests/s, one cell per level
     arrival: str = "poisson"
     max_senders: int = 100
-    capacity: dict[str, float] = field(default_factory=dict)  # CAPACITY_DEFAULTS with the file's values
+    capacity: dict[str, float] = field(default_factory=dict)  # [capacity] (kind "capacity" fills the defaults)
     # [network]: the connection path, one set of cells per RTT and TLS mode; PgBouncer targets once per pooler
     rtt_ms: tuple[float, ...] = (0,)
     tls: tuple[bool, ...] = (False,)
@@ -152,27 +151,14 @@ class Scenario:
         """GET /db's parameters in one variant."""
         return {**self.params, **{k: v for k, v in variant if k in DB_PARAMS}}
 
-    def load_stages(self, level: int) -> list[dict[str, Any]]:
-        """The Locust shape for one level: explicit stages, or one stage of warmup + duration."""
-        if self.kind == "arrival":  # the level is a rate
-            if not self.stages:
-                return [{"duration": self.warmup + self.duration, "rps": level}]
-            return [{"duration": float(st["duration"]), "rps": level if st.get("rps", "level") == "level"
-                     else float(st["rps"]), "ramp": bool(st.get("ramp"))} for st in self.stages]  # fmt: skip
-        if not self.stages:
-            return [{"duration": self.warmup + self.duration, "users": level, "spawn_rate": self.spawn_rate}]
-        out = []
-        for st in self.stages:
-            users = level if st.get("users") == "level" else int(st.get("users", 0))
-            out.append({"duration": float(st["duration"]), "users": users, "spawn_rate": st.get("spawn_rate", 0)})
-        return out
+    @property
+    def cell_kind(self) -> kinds.CellKind:
+        """The kind of its cells (benchmarks/run/kinds/): how they are planned and run."""
+        return kinds.get(self.kind)
 
     def total_seconds(self) -> float:
-        if self.kind == "cold-start":
-            return 3.0
-        if self.kind == "capacity":
-            return self.capacity["budget"]
-        return sum(s["duration"] for s in self.load_stages(1))
+        """How long one cell applies load."""
+        return self.cell_kind.seconds(self)
 
     def selects(self, target_id: str, named: bool = False) -> bool:
         """Whether the scenario runs `target_id`: one of the profile's targets, or, when the user named the
@@ -193,7 +179,7 @@ def _check_keys(where: str, table: Any, allowed: set[str]) -> None:
             raise ConnbenchError(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
 
 
-def _typed(where: str, key: str, value: Any, kind: type, minimum: float | None = None) -> Any:
+def _typed(where: str, key: str, value: Any, kind: type[Any], minimum: float | None = None) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
@@ -227,8 +213,7 @@ def parse_scenario(path: Path, profile: str) -> Scenario | None:
     target = data.get("target", {})
     _check_keys(f"{where} [target]", target, {"workers", "env"})
     kind = data.get("kind", "load")
-    if kind not in KINDS:
-        raise ConnbenchError(f"{where}: key 'kind' must be one of {', '.join(KINDS)}, got {kind!r}")
+    cell_kind = kinds.get(kind, where)
     relevant = tuple(data.get("targets", ["*"]))
     targets = tuple(over.get("targets", relevant))
     for t in {*relevant, *targets}:
@@ -256,7 +241,7 @@ def parse_scenario(path: Path, profile: str) -> Scenario | None:
         Settings.from_env({k: str(v) for k, v in target.get("env", {}).items()})
     except ValueError as exc:
         raise ConnbenchError(f"{where} [target.env]: {exc}") from None
-    return Scenario(
+    scenario = Scenario(
         name=path.stem,
         description=str(data.get("description", "")),
         kind=kind,
@@ -277,9 +262,10 @@ def parse_scenario(path: Path, profile: str) -> Scenario | None:
         path=where,
         params=_named_numbers(f"{where} [load] params", load.get("params", {}), set(DB_PARAMS)),
         sweep=_sweep(where, over.get("sweep", data.get("sweep", {})), target.get("env", {})),
-        **_open_load(where, kind, load, {**data.get("capacity", {}), **over.get("capacity", {})}),
+        **_open_load(where, load, {**data.get("capacity", {}), **over.get("capacity", {})}),
         **_network(f"{where} [network]", {**data.get("network", {}), **over.get("network", {})}),
     )
+    return cell_kind.check(scenario, where)
 
 
 def _network(where: str, table: Any) -> dict[str, Any]:
@@ -302,23 +288,20 @@ def _network(where: str, table: Any) -> dict[str, Any]:
     return out
 
 
-def _open_load(where: str, kind: str, load: dict[str, Any], capacity: Any) -> dict[str, Any]:
-    """The open-model settings: rates, arrival, max_senders, and the capacity search's table."""
+def _open_load(where: str, load: dict[str, Any], capacity: Any) -> dict[str, Any]:
+    """The open-model settings: rates (the arrival kind checks them), arrival, max_senders, and [capacity]."""
     rates = load.get("rates", [])
-    if kind == "arrival" and (
-        not isinstance(rates, list) or not rates or not all(isinstance(r, int) and r > 0 for r in rates)
-    ):
+    if not isinstance(rates, list):
         raise ConnbenchError(f"{where}: key 'rates' must be a non-empty list of positive integers, got {rates!r}")
     arrival = load.get("arrival", "poisson")
     if arrival not in ARRIVALS:
         raise ConnbenchError(f"{where}: key 'arrival' must be one of {', '.join(ARRIVALS)}, got {arrival!r}")
-    _check_keys(f"{where} [capacity]", capacity, set(CAPACITY_DEFAULTS))
-    cap = {k: _typed(f"{where} [capacity]", k, capacity.get(k, v), float, 0) for k, v in CAPACITY_DEFAULTS.items()}
+    _check_keys(f"{where} [capacity]", capacity, CAPACITY_KEYS)
     return {
         "rates": tuple(rates),
         "arrival": arrival,
         "max_senders": _typed(where, "max_senders", load.get("max_senders", 100), int, 1),
-        "capacity": cap if kind == "capacity" else {},
+        "capacity": {k: _typed(f"{where} [capacity]", k, v, float, 0) for k, v in capacity.items()},
     }
 
 

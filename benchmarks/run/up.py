@@ -24,23 +24,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmarks.errors import ConnbenchError
 from benchmarks.load import LOCUSTFILE
 from benchmarks.stack.procs import Managed, check_port_free, die_with_parent, free_port, log_tail, make_temp_dir
 from benchmarks.stack.targetproc import target_command
-from targets.strategies import TARGETS
+from targets.registry import TARGETS
 from targets.yours import UserTarget, running_url
 
-# Variables that make the locustfile run a `connbench run` cell; never inherited by the interactive UI.
-RUNNER_ONLY_ENV = (
-    "CONNBENCH_LOCUST_OUT",
-    "CONNBENCH_STAGES",
-    "CONNBENCH_WARMUP",
-    "CONNBENCH_CAPACITY",
-    "CONNBENCH_GO_FILE",
-    "CONNBENCH_FAILURE_SPANS",
-)
+if TYPE_CHECKING:
+    from benchmarks.stack.external import Database
+    from benchmarks.stack.network import Network
 
 
 @dataclass
@@ -99,8 +94,8 @@ class Stack(Managed):
         self.ready_timeout = ready_timeout
         self.say = say
         self.dir: Path | None = None
-        self.pg = None
-        self.net = None  # benchmarks.stack.network.Network: the distance and PgBouncer
+        self.pg: Database | None = None
+        self.net: Network | None = None  # the distance and PgBouncer
         self.targets: dict[str, Child] = {}
         self.running: dict[str, str] = {}  # --url services: target -> URL (connbench did not start them)
         self.skipped: dict[str, str] = {}
@@ -198,7 +193,7 @@ class Stack(Managed):
 
     def locust_env(self) -> dict[str, str]:
         assert self.pg is not None
-        env = {k: v for k, v in os.environ.items() if k not in RUNNER_ONLY_ENV}
+        env = dict(os.environ)
         urls = {**{t: c.url for t, c in self.targets.items()}, **self.running}
         env["CONNBENCH_TARGET_URLS"] = ",".join(f"{t}={url}" for t, url in urls.items())
         env["CONNBENCH_ADMIN_DSN"] = self.pg.admin_dsn

@@ -22,7 +22,7 @@ import psycopg
 
 from benchmarks.load.sampler import open_monitor, poll_connections
 from benchmarks.stack.procs import free_port, log_tail, stop_process
-from targets.strategies import TARGETS, Target, get_target
+from targets.registry import TARGETS, Target, get_target
 from targets.yours import UserTarget, running_url
 
 SEEN_WITHIN_S = 12.0  # worker-global's every second request waits 5 s for its pool: room for two more

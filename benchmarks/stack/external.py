@@ -15,7 +15,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from benchmarks.errors import ConnbenchError
-from benchmarks.stack.postgres import INIT_SQL, redact
+from benchmarks.stack.postgres import INIT_SQL, EmbeddedPostgres, redact
 
 HARNESS_APP = "connbench:harness"
 
@@ -119,7 +119,8 @@ class ExternalPostgres:
                 self.monitor_dsn = self._dsn
 
     def _ensure_tables(self, conn: psycopg.Connection, where: str) -> None:
-        world, log = conn.execute("SELECT to_regclass('world'), to_regclass('shutdown_log')").fetchone()
+        found = conn.execute("SELECT to_regclass('world'), to_regclass('shutdown_log')").fetchone()
+        world, log = found if found is not None else (None, None)
         if world is not None and log is not None:
             return
         try:
@@ -133,3 +134,7 @@ class ExternalPostgres:
                 ) from None
             return  # the World is there; without shutdown_log the shutdown scenarios leave shutdown_logged empty
         self.created = [name for name, had in (("world", world), ("shutdown_log", log)) if had is None]
+
+
+# A database the harness measures: the embedded one it started, or an existing one (--dsn), alike to callers.
+Database = EmbeddedPostgres | ExternalPostgres

@@ -15,9 +15,10 @@ from collections.abc import Iterator, Sequence
 
 from benchmarks.errors import ConnbenchError
 from benchmarks.stack.distance import Distance
+from benchmarks.stack.external import Database
 from benchmarks.stack.pgbouncer import DEFAULT_POOL_SIZE, PgBouncer
 from benchmarks.stack.postgres import EmbeddedPostgres
-from targets.strategies import get_target
+from targets.registry import get_target
 
 POOLERS = ("near-db", "near-app")
 DEFAULT_POOLER = "near-db"
@@ -59,7 +60,7 @@ class Network(contextlib.ExitStack):
 
     def __init__(
         self,
-        pg: EmbeddedPostgres,
+        pg: Database,
         rtt_ms: float = 0,
         poolers: Sequence[str] = (),
         pool_size: int = DEFAULT_POOL_SIZE,
@@ -86,7 +87,7 @@ class Network(contextlib.ExitStack):
     def _start(self) -> None:
         if "near-db" in self.poolers:
             self.bouncers["near-db"] = self.enter_context(
-                PgBouncer(self.pg, port=self.pgbouncer_port, pool_size=self.pool_size)
+                PgBouncer(self._embedded(), port=self.pgbouncer_port, pool_size=self.pool_size)
             )
         if self.rtt_ms > 0:
             upstreams = [self.pg.port] + [b.port for b in self.bouncers.values()]
@@ -94,8 +95,13 @@ class Network(contextlib.ExitStack):
         if "near-app" in self.poolers:
             port = None if self.bouncers else self.pgbouncer_port
             self.bouncers["near-app"] = self.enter_context(
-                PgBouncer(self.pg, port=port, pool_size=self.pool_size, upstream_port=self._far(self.pg.port))
+                PgBouncer(self._embedded(), port=port, pool_size=self.pool_size, upstream_port=self._far(self.pg.port))
             )
+
+    def _embedded(self) -> EmbeddedPostgres:
+        if not isinstance(self.pg, EmbeddedPostgres):
+            raise ConnbenchError("PgBouncer runs only in front of the PostgreSQL connbench started, not --dsn")
+        return self.pg
 
     def _far(self, port: int) -> int:
         """The port that reaches `port` (on the database side) from the application side."""

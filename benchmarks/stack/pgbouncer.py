@@ -30,7 +30,7 @@ from benchmarks.stack.procs import (
     wait_port,
 )
 from targets.families import missing_reason as family_missing_reason
-from targets.strategies import TARGETS, get_target
+from targets.registry import TARGETS, get_target
 from targets.yours import UserTarget, register
 
 DEFAULT_POOL_SIZE = 10

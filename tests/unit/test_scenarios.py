@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from benchmarks.errors import ConnbenchError
+from benchmarks.load.plan import LoadPlan, Stage
 from benchmarks.results import summary as S
+from benchmarks.run import kinds
 from benchmarks.run.cells import Cell, plan
 from benchmarks.run.scenario import available, load_profile, parse_scenario
 
@@ -60,7 +62,7 @@ def test_profiles_fit_their_time_goals() -> None:
     """The goals of the default (quick) and smoke profiles, planned from the scenario files: at most 8 minutes
     and 90 seconds with every runnable target (the per-cell overhead is measured in tests/bench_loadgen.py)."""
     from benchmarks.run.cells import PER_CELL_OVERHEAD_S, planned_seconds
-    from targets.strategies import TARGETS
+    from targets.registry import TARGETS
 
     every = list(TARGETS)
     assert PER_CELL_OVERHEAD_S <= 1.0
@@ -74,10 +76,7 @@ def test_stages_substitute_the_level(tmp_path: Path) -> None:
     )
     sc = parse_scenario(write(tmp_path, text), "smoke")
     assert sc is not None
-    assert sc.load_stages(2) == [
-        {"duration": 2.0, "users": 1, "spawn_rate": 0},
-        {"duration": 3.0, "users": 2, "spawn_rate": 0},
-    ]
+    assert sc.cell_kind.stages(sc, 2) == (Stage(2.0, users=1), Stage(3.0, users=2))
     assert sc.total_seconds() == 5.0
 
 
@@ -106,6 +105,25 @@ def test_shipped_scenarios_parse_in_every_profile() -> None:
     for profile in ("smoke", "quick", "full"):
         for sc in load_profile(profile):
             assert sc.total_seconds() > 0
+
+
+def test_every_kind_is_found_and_a_typo_names_them(tmp_path: Path) -> None:
+    assert set(kinds.registry()) == {"load", "cold-start", "arrival", "capacity"}
+    with pytest.raises(ConnbenchError, match="sc.toml: key 'kind' must be one of arrival, capacity, cold-start, load"):
+        parse_scenario(write(tmp_path, 'kind = "laod"\n' + GOOD), "smoke")
+
+
+def test_load_plan_round_trips_and_documents_the_cell(tmp_path: Path) -> None:
+    sc = load_profile("smoke", ["capacity"])[0]
+    cell = plan([sc], ["pool-eager-asyncpg"], named=True)[0]
+    lp = sc.cell_kind.plan(cell, tmp_path, load_workers=2)
+    assert lp.capacity is not None and lp.capacity.budget == sc.capacity["budget"] and lp.warmup == 0
+    assert lp.is_open and lp.seconds == sc.total_seconds() and lp.max_senders == -(-sc.max_senders // 2)
+    read = LoadPlan.read(lp.write(tmp_path / "plan.json"))
+    assert read.out == str(tmp_path / lp.out) and read.stages == lp.stages and read.capacity == lp.capacity
+    steady = load_profile("smoke", ["steady"])[0]
+    closed = steady.cell_kind.plan(plan([steady], ["global-asyncpg"], named=True)[0], tmp_path, 1)
+    assert not closed.is_open and closed.seconds == steady.warmup + steady.duration and closed.db_path == "/db"
 
 
 def test_unknown_scenario_and_profile() -> None:
@@ -192,6 +210,6 @@ def test_cell_ids_are_stable() -> None:
 
 
 def test_readme_documents_every_results_column() -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "results.md").read_text()
     for col in S.SUMMARY_COLUMNS + S.TIMESERIES_COLUMNS:
         assert f"`{col}`" in readme, col

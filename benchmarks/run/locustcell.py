@@ -1,16 +1,19 @@
-"""One load cell: Locust (started first, waiting for its go file) against a freshly started target, the
-sampler, the scenario's actions at their times, then the summary row from Locust's statistics, the samples
-and the target's /stats.
+"""The cells Locust drives (the kinds closed-loop load, arrival and capacity): Locust (started first, waiting for
+its go file) against a freshly started target, the sampler, the scenario's actions at their times, then the
+summary row from Locust's statistics, the samples and the target's /stats.
 
 Locust runs as a subprocess rather than as a library: its gevent monkey-patching would fight the runner's
 threads, its CPU is then measurable on its own (a cell whose load generator is saturated is marked invalid),
-and a crash in it cannot take the run down.
+and a crash in it cannot take the run down. What it must do is the cell's load plan (benchmarks/load/plan.py),
+written to raw/<cell>/plan.json and passed with `--connbench-plan`.
+
+A kind of this family subclasses LocustKind: its load stages (or capacity search), its user class and, for
+the capacity search, how the final statistics narrow to one step.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 import signal
@@ -23,84 +26,100 @@ from typing import Any
 
 from benchmarks.load import LOCUSTFILE
 from benchmarks.load import arrival as A
+from benchmarks.load.plan import LoadPlan, Stage
 from benchmarks.load.sampler import Sample, Sampler, open_monitor, poll_sessions, summarize_usage
 from benchmarks.load.targetstats import WindowStart, conn_slots, conn_wanted, get_stats, timing_columns
 from benchmarks.results import summary as S
-from benchmarks.run.cells import Cell, CellRun
+from benchmarks.run.cells import Cell
 from benchmarks.run.faults import action_metrics, errors_with_sqlstate, shutdown_metrics
-from benchmarks.run.scenario import OPEN_KINDS, Scenario
-from benchmarks.stack.network import DEFAULT_POOLER, Network
-from benchmarks.stack.postgres import EmbeddedPostgres
-from benchmarks.stack.procs import die_with_parent, free_port, log_tail, stop_process
+from benchmarks.run.kinds import CellContext, CellKind, CellResult, failed_start, row_header
+from benchmarks.run.scenario import Scenario
+from benchmarks.stack.external import Database
+from benchmarks.stack.network import DEFAULT_POOLER
+from benchmarks.stack.procs import die_with_parent, free_port, stop_process
 from benchmarks.stack.targetproc import start_target, wait_ready
-from targets.strategies import Settings, get_target
+from targets.contract import Settings
+from targets.registry import get_target
 from targets.yours import running_url
+
+LOCUST_GRACE_S = 90  # beyond the plan's seconds, how long Locust may take before the cell gives up on it
+
+
+class LocustKind(CellKind):
+    """A kind whose cells Locust drives: closed-loop users, or the open model (`open` True)."""
+
+    open = False
+
+    def stages(self, sc: Scenario, level: int) -> tuple[Stage, ...]:
+        raise NotImplementedError
+
+    def seconds(self, sc: Scenario) -> float:
+        return sum(s.duration for s in self.stages(sc, 1))
+
+    def user_class(self, cell: Cell) -> str:
+        return (A.ARRIVAL_PREFIX if self.open else "") + cell.target
+
+    def plan(self, cell: Cell, raw: Path, load_workers: int) -> LoadPlan:
+        """What Locust does in this cell (the senders cap is shared out over the Locust processes)."""
+        sc = cell.scenario
+        return LoadPlan(
+            out="locust",  # relative to raw/, where plan.json is
+            go_file="go",
+            stages=self.stages(sc, cell.rate if self.open else cell.users),
+            warmup=sc.warmup,
+            db_query=urllib.parse.urlencode(sc.db_params_for(cell.variant)),
+            arrival=sc.arrival,
+            max_senders=-(-sc.max_senders // load_workers),
+            failure_spans=bool(sc.signals),  # each failure's send time: the requests lost at a signal (faults.py)
+        )
+
+    def narrow(self, cell: Cell, final: dict[str, Any], row: dict[str, Any]) -> tuple[dict, dict | None, float | None]:
+        """The final statistics the row describes, the capacity.csv row (None), and the offered rate."""
+        return final, None, cell.rate
+
+    def run(self, cell: Cell, ctx: CellContext) -> CellResult:
+        return run_locust_cell(self, cell, ctx)
 
 
 def _samples_as_dicts(samples: list[Sample]) -> list[dict[str, Any]]:
     return [{"t": s.t, "connections": s.connections, "sessions": s.sessions, "db_up": s.db_up} for s in samples]
 
 
-def run_load_cell(
-    cell: Cell,
-    pg: EmbeddedPostgres,
-    net: Network,
-    raw: Path,
-    live: CellRun,
-    load_workers: int = 1,
-    load_master: str = "",
-) -> dict:
+def run_locust_cell(kind: LocustKind, cell: Cell, ctx: CellContext) -> CellResult:
     sc, target = cell.scenario, get_target(cell.target)
+    raw, pg, live = ctx.raw, ctx.pg, ctx.live
     raw.mkdir(parents=True, exist_ok=True)
     port = free_port()
     url = running_url(target) or f"http://127.0.0.1:{port}"
-    dsn = net.dsn(target.id, cell.pooler or DEFAULT_POOLER)
-    row: dict[str, Any] = {
-        "cell_id": cell.id, "scenario": sc.name, "target": target.id, "strategy": target.strategy,
-        "driver": target.driver, "users": cell.users, "repeat": cell.repeat, "workers": sc.workers,
-        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "valid": True, "invalid_reason": "",
-    }  # fmt: skip
+    dsn = ctx.net.dsn(target.id, cell.pooler or DEFAULT_POOLER)
+    row = row_header(cell, target, sc.workers)
     target_env = sc.target_env_for(cell.variant)
-    db_params = sc.db_params_for(cell.variant)
     row.update(
-        params=json.dumps({**db_params, **dict(cell.variant)}, separators=(",", ":")),
+        params=json.dumps({**sc.db_params_for(cell.variant), **dict(cell.variant)}, separators=(",", ":")),
         pool_max=Settings.from_env({**os.environ, **target_env}).pool_max,
     )
     # Locust starts first and waits for the go file: its imports overlap the target's start-up, not the cell.
-    go = raw / "go"
-    locust_out = raw / "locust"
-    locust_env = {
-        **os.environ,
-        "CONNBENCH_LOCUST_OUT": str(locust_out),
-        "CONNBENCH_STAGES": json.dumps(sc.load_stages(cell.users)),
-        "CONNBENCH_WARMUP": str(sc.warmup),
-        "CONNBENCH_DB_QUERY": urllib.parse.urlencode(db_params),
-        "CONNBENCH_GO_FILE": str(go),
-        # each failed request's send time, for the requests lost when the target is signalled (faults.py)
-        "CONNBENCH_FAILURE_SPANS": "1" if sc.signals else "",
-    }
+    plan = kind.plan(cell, raw, ctx.load_workers)
+    plan_file = plan.write(raw / "plan.json")
+    locust_out, go = raw / plan.out, raw / plan.go_file
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url,
            "--csv", str(raw / "locust"), "--csv-full-history", "--only-summary", "--stop-timeout", "2",
-           "--exit-code-on-error", "0", "--loglevel", "WARNING", target.id]  # fmt: skip
-    if sc.kind in OPEN_KINDS:  # the target's arrival user class in place of its closed loop
-        open_env, open_args = open_load(cell, load_workers)
-        locust_env.update(open_env)
-        cmd[-1:] = open_args
-    if load_master:  # Locust's master at HOST:PORT; `connbench load-worker` processes elsewhere connect to it
-        host, _, master_port = load_master.rpartition(":")
+           "--exit-code-on-error", "0", "--loglevel", "WARNING", "--connbench-plan", str(plan_file),
+           kind.user_class(cell)]  # fmt: skip
+    if ctx.load_master:  # Locust's master at HOST:PORT; `connbench load-worker` processes elsewhere connect to it
+        host, _, master_port = ctx.load_master.rpartition(":")
         cmd[-1:-1] = ["--master", "--master-bind-host", host, "--master-bind-port", master_port,
-                      "--expect-workers", str(load_workers), "--expect-workers-max-wait", "60"]  # fmt: skip
-    elif load_workers > 1:
+                      "--expect-workers", str(ctx.load_workers), "--expect-workers-max-wait", "60"]  # fmt: skip
+    elif ctx.load_workers > 1:
         # Locust's own master + forked workers, talking on loopback over a free port (not *:5557)
         master_port = str(free_port())
-        cmd[-1:-1] = ["--processes", str(load_workers), "--master-bind-host", "127.0.0.1",
+        cmd[-1:-1] = ["--processes", str(ctx.load_workers), "--master-bind-host", "127.0.0.1",
                       "--master-bind-port", master_port, "--master-port", master_port]  # fmt: skip
     with open(raw / "locust.log", "ab") as fh:
         locust = subprocess.Popen(
             cmd,
             stdout=fh,
             stderr=subprocess.STDOUT,
-            env=locust_env,
             start_new_session=True,
             preexec_fn=die_with_parent(),
         )
@@ -114,8 +133,7 @@ def run_load_cell(
         if t_ready is None:
             stop_process(proc, signal.SIGTERM, 10)
             stop_process(locust, signal.SIGTERM, 10)
-            last = log_tail(raw / "target.log", 3).replace("\n", " | ")
-            return {**row, "valid": False, "invalid_reason": f"target failed to start: {last}"}
+            return failed_start(row, raw / "target.log")
         row["time_to_ready_s"] = t_ready - t_launch
 
     sampler = Sampler(pg.admin_dsn, dbname=pg.dbname)
@@ -131,14 +149,14 @@ def run_load_cell(
     go.touch()
     events = run_actions(sc, locust, locust_out, proc, pg)
     try:
-        locust.wait(sc.total_seconds() + 90)
+        locust.wait(plan.seconds + LOCUST_GRACE_S)
     except subprocess.TimeoutExpired:
         stop_process(locust, signal.SIGTERM, 10)
         row.update(valid=False, invalid_reason="load generator did not stop in time")
     samples = sampler.stop()  # its last sample is taken now; sessions_opened is read once the target has exited
     live.sampler = None
-    row["_died"] = proc is not None and proc.poll() is not None
-    stats = get_stats(url) if not row["_died"] else None
+    died = proc is not None and proc.poll() is not None
+    stats = get_stats(url) if not died else None
     stats_start = window.stop()
     (raw / "stats.json").write_text(json.dumps({"measure_start": stats_start, "end": stats}, indent=1) + "\n")
     row.update(timing_columns(stats_start, stats), conn_wanted=conn_wanted(sc.workers, stats, stats_start))
@@ -148,25 +166,14 @@ def run_load_cell(
     row["target_exit"] = target_exit
     if sc.signals:
         row.update(shutdown_metrics(pg, target.id, events, samples))
-    return summarize(row, cell, raw, locust_out, samples, stats, events, load_workers)
-
-
-def open_load(cell: Cell, load_workers: int) -> tuple[dict[str, str], list[str]]:
-    """Locust's environment and arguments for an open-model cell: the target's arrival user class, its rate
-    stages or the capacity search, and the senders cap shared out over the Locust processes."""
-    sc = cell.scenario
-    if sc.kind == "capacity":
-        env = {"CONNBENCH_STAGES": "[]", "CONNBENCH_WARMUP": "0", "CONNBENCH_CAPACITY": json.dumps(sc.capacity)}
-    else:
-        env = {"CONNBENCH_STAGES": json.dumps(sc.load_stages(cell.rate))}
-    senders = -(-sc.max_senders // load_workers)
-    return env, ["--arrival", sc.arrival, "--max-senders", str(senders), A.ARRIVAL_PREFIX + cell.target]
+    return summarize(kind, row, cell, locust_out, samples, stats, events, died, ctx.load_workers)
 
 
 def run_actions(
-    sc: Scenario, locust: subprocess.Popen, locust_out: Path, proc: subprocess.Popen, pg: EmbeddedPostgres
+    sc: Scenario, locust: subprocess.Popen, locust_out: Path, proc: subprocess.Popen | None, pg: Database
 ) -> list[tuple[float, str]]:
-    """Wait for the load to start, log its start, then do the scenario's actions at their times."""
+    """Wait for the load to start, log its start, then do the scenario's actions at their times (a --url
+    service is never signalled: cells.skip_reason leaves such cells out)."""
     deadline = time.monotonic() + 60
     started_file = locust_out / "started"
     while not (started_file.exists() and started_file.read_text().strip()):  # exists before it is written
@@ -184,9 +191,11 @@ def run_actions(
             pg.restart(action.mode)
             events += [(started, f"db-stop:{action.mode}"), (time.time(), "db-up")]
         elif action.do == "sigterm":
+            assert proc is not None
             proc.send_signal(signal.SIGTERM)
             events.append((started, "sigterm"))
         elif action.do == "sigkill":
+            assert proc is not None
             proc.kill()
             events.append((started, "sigkill"))
         elif action.do == "mark":
@@ -195,35 +204,29 @@ def run_actions(
 
 
 def summarize(
+    kind: LocustKind,
     row: dict[str, Any],
     cell: Cell,
-    raw: Path,
     locust_out: Path,
     samples: list[Sample],
     stats: dict[str, Any] | None,
     events: list[tuple[float, str]],
+    died: bool,
     load_workers: int = 1,
-) -> dict[str, Any]:
+) -> CellResult:
     """Fill the summary row from Locust's final.json, its history, the samples and /stats."""
     target = get_target(cell.target)
     app = target.conn_key
-    died = row.pop("_died", stats is None)
     final_path = locust_out / "final.json"
     if not final_path.exists():
         row.update(
             valid=False,
             invalid_reason="load generator wrote no statistics (see raw/<cell>/locust.log)",
         )
-        return row
+        return CellResult(row)
     final = json.loads(final_path.read_text())
-    offered: float | None = cell.rate
-    if cell.scenario.kind == "capacity":  # the row describes the sustainable step; capacity.csv the search
-        final, capacity = A.capacity_result(final, cell.scenario.capacity)
-        keys = ("cell_id", "target", "strategy", "driver", "repeat")
-        row["_capacity"] = {**{k: row[k] for k in keys}, **capacity}
-        steps = json.loads(capacity["step_log"])
-        offered = capacity["sustainable_rps"] or (steps[0][0] if steps else None)
-    row.update(A.open_columns(final, cell.scenario.kind, offered))
+    final, capacity, offered = kind.narrow(cell, final, row)
+    row.update(A.open_columns(final, kind.open, offered))
     history = [json.loads(line) for line in (locust_out / "history.jsonl").read_text().splitlines() if line]
     t0 = float((locust_out / "started").read_text())
     start = final["measure_start"] or t0
@@ -285,5 +288,4 @@ def summarize(
             users_level=cell.users,
             repeat=cell.repeat,
         )
-    row["_timeseries"] = ts
-    return row
+    return CellResult(row, ts, capacity)
