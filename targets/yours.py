@@ -29,6 +29,7 @@ import os
 import re
 import shlex
 import tomllib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
@@ -222,16 +223,21 @@ def user_targets(reg: Registry) -> list[UserTarget]:
     return [t for t in reg.values() if isinstance(t, UserTarget)]
 
 
-# Transitional, for callers not yet handed the run's registry: they select it for the whole process
-# (targets.registry.use) and, until the load plan carries `to_json`'s text to Locust, in ENV for the processes
-# it starts. Remove with the last caller.
 def register(targets: list[UserTarget]) -> None:
-    """Run this process with the user's targets, keeping those it already runs with."""
+    """Run this process with the user's targets (once it knows them), keeping those it already runs with."""
     run_registry(targets)  # a name given twice is one line
     known = {t.id: t for t in user_targets(registry.current())}
     registry.use(run_registry(list({**known, **{t.id: t for t in targets}}.values())))
-    if targets:
-        os.environ[ENV] = to_json(targets)
+
+
+def child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a process this one starts that must know the run's targets (Locust, whose user
+    classes exist at import): `base` (default: this process's) with the user's targets as JSON in ENV."""
+    env = dict(os.environ if base is None else base)
+    env.pop(ENV, None)
+    if mine := user_targets(registry.current()):
+        env[ENV] = to_json(mine)
+    return env
 
 
 def register_from_env() -> list[UserTarget]:

@@ -22,6 +22,7 @@ def register(sub: Subparsers) -> None:
 def handle(args: argparse.Namespace) -> NoReturn:
     """Locust workers one after another: each cell's master ends its workers."""
     from benchmarks.load import LOCUSTFILE as locustfile
+    from targets.yours import child_env
     from targets.yours import register as register_targets
 
     register_targets(user_targets(args))  # the workers' user classes must match the master's
@@ -30,5 +31,5 @@ def handle(args: argparse.Namespace) -> NoReturn:
            "--master-port", port, "--loglevel", "WARNING"]  # fmt: skip
     print(f"# load worker for the master at {args.master}; Ctrl-C stops", flush=True)
     while True:
-        subprocess.run(cmd, stdin=subprocess.DEVNULL)
+        subprocess.run(cmd, stdin=subprocess.DEVNULL, env=child_env())
         time.sleep(0.5)

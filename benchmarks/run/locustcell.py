@@ -40,7 +40,7 @@ from benchmarks.stack.procs import die_with_parent, free_port, stop_process
 from benchmarks.stack.targetproc import start_target, wait_ready
 from targets.contract import Settings
 from targets.registry import get_target
-from targets.yours import running_url
+from targets.yours import child_env, running_url
 
 LOCUST_GRACE_S = 90  # beyond the plan's seconds, how long Locust may take before the cell gives up on it
 
@@ -120,6 +120,7 @@ def run_locust_cell(kind: LocustKind, cell: Cell, ctx: CellContext) -> CellResul
             cmd,
             stdout=fh,
             stderr=subprocess.STDOUT,
+            env=child_env(),  # the run's own targets, for Locust's user classes
             start_new_session=True,
             preexec_fn=die_with_parent(),
         )

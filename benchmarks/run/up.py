@@ -31,7 +31,7 @@ from benchmarks.load import LOCUSTFILE
 from benchmarks.stack.procs import Managed, check_port_free, die_with_parent, free_port, log_tail, make_temp_dir
 from benchmarks.stack.targetproc import target_command
 from targets.registry import TARGETS
-from targets.yours import UserTarget, running_url
+from targets.yours import UserTarget, child_env, running_url
 
 if TYPE_CHECKING:
     from benchmarks.stack.external import Database
@@ -193,7 +193,7 @@ class Stack(Managed):
 
     def locust_env(self) -> dict[str, str]:
         assert self.pg is not None
-        env = dict(os.environ)
+        env = child_env()  # the run's own targets, for Locust's user classes
         urls = {**{t: c.url for t, c in self.targets.items()}, **self.running}
         env["CONNBENCH_TARGET_URLS"] = ",".join(f"{t}={url}" for t, url in urls.items())
         env["CONNBENCH_ADMIN_DSN"] = self.pg.admin_dsn
