@@ -1,8 +1,9 @@
 """Locust's wiring for connbench: the users of every target, the options, and the event listeners.
 
 - The users (benchmarks/load/users.py): `<target>` closed loops and `arrival-<target>` open-model users, one
-  pair per target of the registry; in the web UI (`connbench up`, docker compose) each class's host comes from
-  CONNBENCH_TARGET_URLS.
+  pair per target of the registry; in the web UI (`connbench up`, docker compose) one pair per running target
+  of CONNBENCH_TARGET_URLS, with its URL as host. The web UI gets the start form's picker and checks
+  (benchmarks/load/webui.py) and the connection panel (benchmarks/load/panel.py).
 - Response times are bucketed at 0.1 ms below 10 ms (Locust's default buckets are whole milliseconds), by
   replacing `locust.stats.bucket_response_time`, Locust's documented hook for custom bucketing.
 - Under `connbench run`, `--connbench-plan FILE` names the cell's load plan (benchmarks/load/plan.py): a load
@@ -39,7 +40,8 @@ locust.stats.bucket_response_time = fine_bucket  # type: ignore[assignment]
 locust.runners.WORKER_REPORT_INTERVAL = 1.0
 
 register_from_env()  # the user's targets of this run (--target-file, --url: targets/yours.py)
-globals().update(user_classes(list(TARGETS), parse_target_urls(os.environ.get("CONNBENCH_TARGET_URLS"))))
+CLASSES = user_classes(list(TARGETS), parse_target_urls(os.environ.get("CONNBENCH_TARGET_URLS")))
+globals().update(CLASSES)
 GO_WAIT_S = 120  # how long Locust waits for the runner's go file before it starts anyway
 
 
@@ -107,8 +109,9 @@ def _on_init(environment: Any, **_kw: Any) -> None:
     if runner is not None and not isinstance(runner, MasterRunner):
         runner.register_message("connbench_pace", lambda msg, **_: setattr(PACE, "per_user", msg.data))
     if getattr(environment, "web_ui", None) is not None:
-        from benchmarks.load import panel
+        from benchmarks.load import panel, webui
 
+        webui.register(environment, CLASSES)
         panel.register(environment)
     if path := environment.parsed_options.connbench_plan:
         _install_plan(environment, LoadPlan.read(path))

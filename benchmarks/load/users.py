@@ -4,6 +4,9 @@
   model: requests due at a rate (--arrival-rate, or the plan's rate stages or capacity search), latency from
   the due time, dropped and late requests counted (benchmarks/load/arrival.py has the arithmetic).
 - A failed request is named by the error class in the target's 503 body, so failures group by cause.
+- In the web UI (`connbench up`, docker compose) only the running targets have classes, each request is named
+  `<target> /db` so Locust's tables show each target apart, and the class picker offers the closed loops only:
+  `arrival_swap` drives the chosen targets' arrival users instead when the form sets an arrival rate.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class ConnbenchUser(FastHttpUser):
     abstract = True
     target_id = ""
     db_path = "/db"  # set from the load plan at init: e.g. "/db?work_ms=50&hold=1"; the request keeps the name /db
+    request_name = "/db"  # "<target> /db" in the web UI, where one test loads several targets
     network_timeout = 30.0
     connection_timeout = 10.0
 
@@ -62,7 +66,7 @@ class TargetUser(ConnbenchUser):
     @task
     def db(self) -> None:
         sent = time.time()
-        with self.client.get(self.db_path, name="/db", catch_response=True) as resp:
+        with self.client.get(self.db_path, name=self.request_name, catch_response=True) as resp:
             judge(resp, sent)
 
 
@@ -124,20 +128,31 @@ class ArrivalUser(ConnbenchUser):
         sent = time.time()
         if sent - due > A.LATE_S:
             RECORDER.open["late"] += 1
-        with self.client.get(self.db_path, name="/db", catch_response=True) as resp:
+        with self.client.get(self.db_path, name=self.request_name, catch_response=True) as resp:
             # Locust timed the request from its send; count from when it was due instead
             resp.request_meta["response_time"] += (sent - due) * 1000
             judge(resp, sent)
 
 
 def user_classes(target_ids: list[str], urls: dict[str, str]) -> dict[str, type[ConnbenchUser]]:
-    """`<target>` and `arrival-<target>` for each target, with its host from `urls` where known."""
+    """`<target>` and `arrival-<target>` for each target. With `urls` (the web UI: the running targets and
+    their URLs), only the targets in `urls`, each with its URL as host and its own request name."""
     out: dict[str, type[ConnbenchUser]] = {}
-    for tid in target_ids:
-        out[tid] = type(tid, (TargetUser,), {"target_id": tid, "host": urls.get(tid)})
-        name = ARRIVAL_PREFIX + tid
-        out[name] = type(name, (ArrivalUser,), {"target_id": tid, "host": urls.get(tid)})
+    for tid in [t for t in target_ids if t in urls] if urls else target_ids:
+        attrs = {"target_id": tid, "host": urls.get(tid), "request_name": f"{tid} /db" if urls else "/db"}
+        out[tid] = type(tid, (TargetUser,), attrs)
+        out[ARRIVAL_PREFIX + tid] = type(ARRIVAL_PREFIX + tid, (ArrivalUser,), attrs)
     return out
+
+
+def picker_classes(classes: dict[str, type[ConnbenchUser]], arrival: bool) -> dict[str, type[ConnbenchUser]]:
+    """What the web UI's class picker offers, by the closed loops' names: the closed-loop classes, or (with an
+    arrival rate set) each target's arrival class under its closed loop's name, so one form is one load model."""
+    return {
+        name: classes[ARRIVAL_PREFIX + name] if arrival else cls
+        for name, cls in classes.items()
+        if not name.startswith(ARRIVAL_PREFIX)
+    }
 
 
 def arrival_users(runner: Any) -> int:
