@@ -7,9 +7,9 @@ from __future__ import annotations
 import pandas as pd
 
 from benchmarks.results import fmt
-from benchmarks.results.findings.common import Answer
+from benchmarks.results.findings.common import Answer, KeyNumber
 from benchmarks.results.load import RunData, first_param, read_capacity
-from benchmarks.results.stats import open_load, sweep_aggregate
+from benchmarks.results.stats import Estimate, open_load, sweep_aggregate
 
 SLOW = "slow-work"
 HOLD = {1: "holding the connection", 0: "after releasing it"}
@@ -69,7 +69,11 @@ def answer(run: RunData) -> Answer | None:
     if not served:  # arrival cells only: what the first strategy completed at its highest offered rate
         return Answer(s[0], " ".join(s[:2]))
     slo = fmt.num(cap["slo_ms"].iloc[0], "ms")
-    return Answer(f"Within a p99 of {slo} from the due time: " + ", ".join(served) + ".", " ".join(s[:2]))
+    first = cap[cap["target"] == cap["target"].iloc[0]]
+    sustained = Estimate.of(first["sustainable_rps"])
+    target = str(first["target"].iloc[0])
+    key = KeyNumber("sustainable_rps", "req/s", "capacity", target, sustained) if sustained else None
+    return Answer(f"Within a p99 of {slo} from the due time: " + ", ".join(served) + ".", " ".join(s[:2]), key)
 
 
 def slow_work_sentences(run: RunData) -> list[str]:

@@ -5,9 +5,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from benchmarks.results.load import RunData
-from benchmarks.results.stats import merge_errors
+from benchmarks.results.metrics import METRICS
+from benchmarks.results.stats import Estimate, merge_errors
 
 MAX_WORDS = 35  # the answers table's sentence at most
+
+
+@dataclass(frozen=True)
+class KeyNumber:
+    """The number an answer turns on: a metric of one target in one scenario, with its interval (summary.json)."""
+
+    metric: str  # a name of benchmarks/results/metrics.py, or a capacity.csv column
+    unit: str
+    scenario: str
+    target: str
+    estimate: Estimate
+    at: str = ""  # the variant it was read at, where the scenario sweeps one ("pool_max 4")
+
+
+def key_number(metric: str, scenario: str, target: str, estimate: Estimate, at: str = "") -> KeyNumber:
+    """A KeyNumber of a metric of the registry, with the registry's unit."""
+    return KeyNumber(metric, METRICS[metric].unit, scenario, target, estimate, at)
 
 
 @dataclass(frozen=True)
@@ -16,6 +34,7 @@ class Answer:
 
     short: str  # one sentence of at most MAX_WORDS words with its key number: the answers table
     detail: str  # every number behind it: the answer in detail, one click away
+    key: KeyNumber | None = None  # the key number of the short sentence, for summary.json and `connbench compare`
 
 
 def errors_of(run: RunData, scenario: str, target: str) -> dict[str, int]:

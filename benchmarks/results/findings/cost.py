@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from benchmarks.results import fmt
-from benchmarks.results.findings.common import Answer
+from benchmarks.results.findings.common import Answer, key_number
 from benchmarks.results.load import MAIN_SCENARIO, RunData
 from benchmarks.results.metrics import estimate, label
 from benchmarks.results.path import reference_baseline
@@ -32,7 +32,7 @@ def answer(run: RunData) -> Answer | None:
                 f"with a pool ({a.value / b.value:.0f}× slower), opening "
                 f"{fmt.per_request_text(spr.value if spr else None)} PostgreSQL sessions per request."
             )
-            return Answer(short, sentence)
+            return Answer(short, sentence, key_number("latency_p50_ms", MAIN_SCENARIO, per, a))
     return None
 
 

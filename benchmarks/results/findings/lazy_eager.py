@@ -4,7 +4,7 @@ filled by its first queries, and the seed's claim about Prisma's explicit $conne
 from __future__ import annotations
 
 from benchmarks.results import fmt
-from benchmarks.results.findings.common import Answer
+from benchmarks.results.findings.common import Answer, KeyNumber, key_number
 from benchmarks.results.load import RunData
 from benchmarks.results.metrics import estimate
 
@@ -15,6 +15,7 @@ PAIRS = [("pool-eager-asyncpg", "pool-lazy-asyncpg"), ("prisma-connect", "prisma
 def answer(run: RunData) -> Answer | None:
     out: list[str] = []
     said: list[str] = []
+    key: KeyNumber | None = None
     for eager, lazy in PAIRS:
         fe, fl = (estimate(run, "first_request_ms", COLD, t) for t in (eager, lazy))
         re_, rl = (estimate(run, "time_to_ready_s", COLD, t) for t in (eager, lazy))
@@ -24,10 +25,11 @@ def answer(run: RunData) -> Answer | None:
                 + (f" (ready after {re_.text('s')} against {rl.text('s')})" if re_ and rl else "")
             )
             said.append(f"{eager} {fmt.num(fe.value, 'ms')} against {fmt.num(fl.value, 'ms')} for {lazy}")
+            key = key or key_number("first_request_ms", COLD, eager, fe)
     if not out:
         return None
     short = "First request: " + "; ".join(said[:2]) + "."
-    return Answer(short, "; ".join(out) + ".")
+    return Answer(short, "; ".join(out) + ".", key)
 
 
 def claim_connect(run: RunData) -> Answer | None:

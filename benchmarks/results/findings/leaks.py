@@ -4,7 +4,7 @@ with 53300; the settings the sentence quotes (max_connections, workers) are the 
 from __future__ import annotations
 
 from benchmarks.results import fmt
-from benchmarks.results.findings.common import Answer, capitalised
+from benchmarks.results.findings.common import Answer, KeyNumber, capitalised, key_number
 from benchmarks.results.load import MAIN_SCENARIO, RunData
 from benchmarks.results.metrics import estimate
 
@@ -21,6 +21,7 @@ def cap_settings(run: RunData) -> str:
 
 def answer(run: RunData) -> Answer | None:
     out, short = [], ""
+    key: KeyNumber | None = None
     for t in LEAKY:
         peak, slots = estimate(run, "conn_peak", CAP, t), estimate(run, "conn_slots", CAP, t)
         e53300, rate = estimate(run, "errors_53300", CAP, t), estimate(run, "error_rate", CAP, t)
@@ -31,6 +32,7 @@ def answer(run: RunData) -> Answer | None:
                 + f" and fails {rate.text(form=fmt.pct)} of requests"
                 + (f" ({e53300.text()} with SQLSTATE 53300, too many connections)" if e53300 and e53300.value else "")
             )
+            key = key or key_number("conn_peak", CAP, t, peak)
             short = short or (
                 f"{t} climbs to {fmt.num(peak.value)} connections and fails {fmt.pct(rate.value)} of requests"
                 + (f", {fmt.num(e53300.value)} with 53300 (too many connections)" if e53300 and e53300.value else "")
@@ -38,7 +40,7 @@ def answer(run: RunData) -> Answer | None:
     if not out:
         return None
     given = f"With {cap_settings(run)}: " if cap_settings(run) else ""
-    return Answer(f"{given}{short}.", given + "; ".join(out) + ".")
+    return Answer(f"{given}{short}.", given + "; ".join(out) + ".", key)
 
 
 def claim_leak(run: RunData) -> Answer | None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 
 from benchmarks.results import fmt
-from benchmarks.results.findings.common import Answer
+from benchmarks.results.findings.common import Answer, key_number
 from benchmarks.results.load import RunData
-from benchmarks.results.stats import PLATEAU, SMALL_RATIO, plateau, sweep_aggregate
+from benchmarks.results.stats import PLATEAU, SMALL_RATIO, Estimate, plateau, sweep_aggregate
 
 SCENARIO = "pool-size"
 
@@ -61,5 +61,6 @@ def answer(run: RunData) -> Answer | None:
             f"({fmt.num(stop['rps'], 'req/s')}, from {fmt.num(first['rps'], 'req/s')} at pool_max "
             f"{int(first['pool_max'])})."
         )
-        return Answer(short, s[0])
+        rps = Estimate(float(stop["rps"]), float(stop["rps_lo"]), float(stop["rps_hi"]), int(stop["repeats"]))
+        return Answer(short, s[0], key_number("rps", SCENARIO, str(target), rps, f"pool_max {int(stop['pool_max'])}"))
     return None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from benchmarks.results import fmt
-from benchmarks.results.findings.common import Answer, capitalised
+from benchmarks.results.findings.common import Answer, KeyNumber, capitalised, key_number
 from benchmarks.results.load import RunData
 from benchmarks.results.metrics import estimate, first_estimate
 from benchmarks.results.path import (
@@ -37,6 +37,7 @@ def placement_text(p: Placement) -> str:
 def answer(run: RunData) -> Answer | None:
     out: list[str] = []
     said: list[str] = []
+    key: KeyNumber | None = None
     pgb = estimate(run, "error_rate", CAP, BOUNCER)
     if pgb is not None:
         peak, workers = estimate(run, "conn_peak", CAP, BOUNCER), estimate(run, "workers", CAP, BOUNCER)
@@ -49,6 +50,7 @@ def answer(run: RunData) -> Answer | None:
             text += f", where {own[0]}'s own pools fail {own[1].text(form=fmt.pct)}"
             text += f" (they want {wanted.text()})" if wanted else ""
         out.append(text)
+        key = key_number("error_rate", CAP, BOUNCER, pgb)
         said.append(
             f"at the cap, {who} behind PgBouncer fail {fmt.pct(pgb.value)} of requests"
             + (f" ({own[0]}'s own pools: {fmt.pct(own[1].value)})" if own is not None else "")
@@ -60,7 +62,7 @@ def answer(run: RunData) -> Answer | None:
         said.append(f"next to the app it saves {fmt.num(p.saved_ms)} ms per request at {fmt.num(p.rtt_ms)} ms RTT")
     if not out:
         return None
-    return Answer(capitalised(said), capitalised(out))
+    return Answer(capitalised(said), capitalised(out), key)
 
 
 def conn_cap_sentences(run: RunData) -> list[str]:

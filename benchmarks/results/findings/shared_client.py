@@ -4,7 +4,7 @@ the Worker demo), and after a database restart; and the seeds' claims about one 
 from __future__ import annotations
 
 from benchmarks.results import fmt
-from benchmarks.results.findings.common import Answer, errors_of
+from benchmarks.results.findings.common import Answer, KeyNumber, errors_of, key_number
 from benchmarks.results.load import MAIN_SCENARIO, RunData
 from benchmarks.results.metrics import estimate
 
@@ -19,11 +19,13 @@ ASIDE = (
 def answer(run: RunData) -> Answer | None:
     parts: list[str] = []
     fails, hangs, restart = "", "", ""  # the short answer: the first client that fails, that hangs, the restart
+    key: KeyNumber | None = None  # of the first client that fails or hangs, else of the restart
     for t in SHARED:
         f, rps = estimate(run, "error_rate", MAIN_SCENARIO, t), estimate(run, "rps", MAIN_SCENARIO, t)
         if f is None and rps is not None and rps.value == 0:
             parts.append(f"{t} completes no request at all (each one hangs until the request timeout)")
             hangs = hangs or f"{t} completes none"
+            key = key or key_number("rps", MAIN_SCENARIO, t, rps)
             continue
         # its failures come back in microseconds, so its cells can saturate Locust and be set aside
         aside = f is None
@@ -34,6 +36,7 @@ def answer(run: RunData) -> Answer | None:
             fails = fails or f"{t} fails {fmt.pct(f.value)} of requests" + (
                 " (invalid cells: a floor)" if aside else ""
             )
+            key = key or key_number("error_rate", MAIN_SCENARIO, t, f)
     recovered = estimate(run, "recovered", RESTART, RESTARTED)
     pool = estimate(run, "recovery_s", RESTART, POOLED)
     if recovered is not None and not recovered.value:
@@ -42,12 +45,13 @@ def answer(run: RunData) -> Answer | None:
             + (f", while {POOLED} recovers in {pool.text('s')}" if pool else "")
         )
         restart = f"after a database restart {RESTARTED} never serves again"
+        key = key or key_number("recovered", RESTART, RESTARTED, recovered)
     if not parts:
         return None
     users = run.top_users(MAIN_SCENARIO)
     level = f"Under {users} concurrent users " if users is not None else ""
     short = "; ".join(c for c in (fails, hangs, restart) if c)
-    return Answer(level + short + ".", level + "; ".join(parts) + ".")
+    return Answer(level + short + ".", level + "; ".join(parts) + ".", key)
 
 
 def claim_worker(run: RunData) -> Answer | None:

@@ -4,7 +4,7 @@ requests in flight fail. And the seed's claim that Prisma's exit hooks still rea
 from __future__ import annotations
 
 from benchmarks.results import fmt
-from benchmarks.results.findings.common import Answer, capitalised
+from benchmarks.results.findings.common import Answer, KeyNumber, capitalised, key_number
 from benchmarks.results.load import RunData
 from benchmarks.results.metrics import estimate
 
@@ -16,6 +16,7 @@ KILLED = "pool-eager-asyncpg"
 def answer(run: RunData) -> Answer | None:
     out: list[str] = []
     said: list[str] = []
+    key: KeyNumber | None = None
     for t in GRACEFUL:
         logged, release = estimate(run, "shutdown_logged", TERM, t), estimate(run, "release_s", TERM, t)
         lost = estimate(run, "errors_after_action", TERM, t)
@@ -26,6 +27,7 @@ def answer(run: RunData) -> Answer | None:
                 + (f" and loses {lost.text()} requests" if lost else "")
             )
             if not said:
+                key = key_number("shutdown_logged", TERM, t, logged)
                 said.append(
                     f"on SIGTERM {t} {'runs' if logged.value else 'does not run'} its exit hook"
                     + (f", releases its connections in {fmt.num(release.value, 's')}" if release else "")
@@ -35,9 +37,10 @@ def answer(run: RunData) -> Answer | None:
     if kill is not None:
         out.append(f"on SIGKILL no hook runs and {kill.text()} requests in flight fail")
         said.append(f"on SIGKILL {fmt.num(kill.value)} requests in flight fail")
+        key = key or key_number("errors_after_action", KILL, KILLED, kill)
     if not out:
         return None
-    return Answer(capitalised(said), capitalised(out))
+    return Answer(capitalised(said), capitalised(out), key)
 
 
 def claim_exit_hook(run: RunData) -> Answer | None:
