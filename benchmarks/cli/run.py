@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from benchmarks.cli.common import (
@@ -18,6 +19,8 @@ from benchmarks.cli.common import (
 from benchmarks.errors import ConnbenchError
 from benchmarks.run.options import RunOptions
 
+BREACH_EXIT = 99  # a --threshold (run) or a --fail-on limit (compare) breached: k6's exit code
+
 
 def register(sub: Subparsers) -> None:
     s = sub.add_parser("run", help="run the benchmark matrix on the embedded stack, then the report")
@@ -30,6 +33,11 @@ def register(sub: Subparsers) -> None:
     s.add_argument("--no-report", action="store_true", help="do not build the report afterwards")
     s.add_argument("--plan", action="store_true", help="print the cells and their planned duration, run nothing")
     s.add_argument("--load-workers", type=load_workers, default=1, help="Locust processes (its --processes), or auto")
+    s.add_argument(
+        "--threshold", action="append", type=threshold, default=[], metavar="EXPR",
+        help="what must hold in every valid cell, e.g. 'latency_p99_ms<50' (repeatable); "
+        f"a breach makes the run exit {BREACH_EXIT} once everything is written",
+    )  # fmt: skip
     add_path_options(s, many=True)
     add_service_options(s)
     s.add_argument(
@@ -37,6 +45,16 @@ def register(sub: Subparsers) -> None:
         help="Locust's master listens here for --load-workers N `connbench load-worker`s on other machines",
     )  # fmt: skip
     s.set_defaults(func=handle, parser=s)
+
+
+def threshold(value: str) -> str:
+    """A --threshold, checked before anything runs (benchmarks/run/thresholds.py)."""
+    from benchmarks.run.thresholds import parse_threshold
+
+    try:
+        return str(parse_threshold(value))
+    except ConnbenchError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
@@ -55,6 +73,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         user_targets=tuple(user_targets(args)),
         dsn=args.dsn,
         load_master=args.load_master or "",
+        thresholds=tuple(args.threshold),
     )
 
 
@@ -90,4 +109,15 @@ def handle(args: argparse.Namespace) -> int:
 
         for path in build_report(out):
             print(f"report: {path}", flush=True)
-    return 0
+    return _threshold_exit(out)
+
+
+def _threshold_exit(out: Path) -> int:
+    """BREACH_EXIT with one line per breach on stderr when a cell breached a threshold, else 0."""
+    from benchmarks.results.runfolder import read_manifest
+    from benchmarks.run.thresholds import breach_lines, unchecked_lines
+
+    results = read_manifest(out).get("thresholds") or []
+    for line in unchecked_lines(results) + breach_lines(results):
+        print(f"connbench: {line}", file=sys.stderr, flush=True)
+    return BREACH_EXIT if breach_lines(results) else 0

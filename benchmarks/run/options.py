@@ -32,6 +32,7 @@ class RunOptions:
     user_targets: tuple[UserTarget, ...] = ()  # --target-file and --url
     dsn: str | None = None  # an existing database instead of the embedded one
     load_master: str = ""  # HOST:PORT where Locust's master waits for `connbench load-worker`s
+    thresholds: tuple[str, ...] = ()  # --threshold: what must hold in every valid cell (benchmarks/run/thresholds.py)
 
     def to_json(self) -> dict[str, Any]:
         """For the manifest: plain JSON values, the DSN without its password."""
@@ -47,6 +48,7 @@ class RunOptions:
             "user_targets": [dataclasses.asdict(t) for t in self.user_targets],
             "dsn": redact(self.dsn) if self.dsn else None,
             "load_master": self.load_master,
+            "thresholds": list(self.thresholds),
         }
 
     @classmethod
@@ -77,4 +79,5 @@ class RunOptions:
             user_targets=tuple(from_json(saved["user_targets"])),
             dsn=dsn,
             load_master=saved["load_master"],
+            thresholds=tuple(saved.get("thresholds", ())),
         )

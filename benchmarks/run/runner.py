@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.errors import ConnbenchError
+from benchmarks.results import summary_json
 from benchmarks.results.runfolder import Run, RunLock, check_out, new_run_id, prepare_out, read_manifest
 from benchmarks.run.baseline import run_baseline, seconds_for
 from benchmarks.run.cells import Cell, CellRun, applicable, plan, planned_seconds, with_path_override
@@ -28,6 +29,7 @@ from benchmarks.run.kinds import CellContext
 from benchmarks.run.manifest import new_manifest
 from benchmarks.run.options import RunOptions
 from benchmarks.run.scenario import load_profile
+from benchmarks.run.thresholds import check_run
 from benchmarks.run.verify import choose_verified
 from benchmarks.stack.external import Database, ExternalPostgres
 from benchmarks.stack.network import Network
@@ -163,7 +165,12 @@ def run_matrix(options: RunOptions) -> Path:
         if manifest["status"] == "complete" and manifest["cells_missing"]:
             manifest["status"] = "incomplete"
         manifest["ended_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        ended = manifest["status"] in ("complete", "incomplete") and bool(manifest["cells_done"])
+        if ended:  # checked on every cell written, then summary.json from the saved files
+            manifest["thresholds"] = check_run(out, options.thresholds)
         run.save_manifest()
+        if ended:
+            summary_json.write(out)
         shutil.rmtree(out / "raw" / ".partial", ignore_errors=True)
         lock.release()
         signal.signal(signal.SIGINT, signal.default_int_handler)

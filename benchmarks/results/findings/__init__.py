@@ -10,13 +10,14 @@
 - pool_size: how big a pool should be
 - capacity: the open model, the capacity search and slow work
 - faults: every fault scenario in one sentence each
+- thresholds: the run's --threshold checks, held or breached by which cells
 
 `questions.py` maps each question to its group's answer; `sentences(run)` is the appendix, every finding.
 """
 
 from __future__ import annotations
 
-from benchmarks.results.findings import capacity, cost, faults, overview, pool_size, pooler
+from benchmarks.results.findings import capacity, cost, faults, overview, pool_size, pooler, thresholds
 from benchmarks.results.load import RunData
 from benchmarks.results.stats import main_aggregate, per_target_table
 
@@ -36,4 +37,5 @@ def sentences(run: RunData) -> list[str]:
     out += faults.sentences(run)
     out += pooler.conn_cap_sentences(run) + pool_size.sentences(run) + capacity.slow_work_sentences(run)
     out += overview.invalid_sentence(run)
+    out += thresholds.sentences(run)
     return out
