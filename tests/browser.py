@@ -157,3 +157,27 @@ class Chromium:
         data = self.call("Page.captureScreenshot", format="png")["data"]
         path.write_bytes(base64.b64decode(data))
         return path
+
+
+# -- the Locust web UI and connbench's panel -------------------------------------------------------------
+def start_with_form_defaults(browser: Chromium) -> None:
+    """Press the start form's submit button, leaving every field (the class picker too) as the page set it."""
+    clicked = browser.evaluate(
+        "(() => { const b = document.querySelector('form button[type=submit]'); if (b) b.click(); return !!b; })()"
+    )
+    assert clicked, "no start form on the page: " + browser.text()[:300]
+
+
+# Per chart card of the panel: the target, and per chart and series the y of each point (SVG: smaller is higher).
+CHARTS_JS = """
+Object.fromEntries(Array.from(document.querySelectorAll('#connbench-charts .cb-card')).map(card => [
+  card.dataset.target,
+  Object.fromEntries(Array.from(card.querySelectorAll('svg')).map(svg => [svg.dataset.title,
+    Object.fromEntries(Array.from(svg.querySelectorAll('polyline')).map(p => [p.dataset.series,
+      (p.getAttribute('points') || '').split(' ').filter(Boolean).map(xy => Number(xy.split(',')[1]))]))]))]))
+"""
+
+
+def charts(browser: Chromium) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """{target: {chart title: {series: [y, ...]}}} as the panel's charts draw them."""
+    return browser.evaluate(CHARTS_JS) or {}

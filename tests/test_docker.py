@@ -2,10 +2,10 @@
 
 Builds the debian:bookworm-slim base offline when it is missing (benchmarks/docker/debian-base.sh), then
 builds and starts the stack with no .env (an empty --env-file) under its own project name and ports, checks
-PostgreSQL, the extra CA in the images, the Locust UI and its connection panel while a test started through
-the UI runs, asks every target for /db through its published port, runs a short headless matrix through the
-`bench` profile, and finally `down -v`, after which no container, network or volume of the project is left.
-Skipped, with the reason, where no Docker engine answers (.ci/run starts one).
+PostgreSQL, the extra CA in the images, the Locust UI started with its form's defaults (every
+target gets requests) and the panel's charts, asks every target for /db through its published port, runs a
+short headless matrix through the `bench` profile, and finally `down -v`, after which no container, network
+or volume of the project is left. Skipped, with the reason, where no Docker engine answers (.ci/run starts one).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from browser import Chromium, find_chromium
+from browser import Chromium, charts, find_chromium, start_with_form_defaults
 from helpers import wait_until
 
 from benchmarks.stack import compose
@@ -161,47 +161,44 @@ def test_images_trust_the_extra_ca_and_refuse_a_file_name(stack):
     assert out.returncode == 1 and "must hold PEM text" in out.stderr, out.stderr
 
 
-PANEL_ROWS_JS = """
-Array.from(document.querySelectorAll('tr')).map(tr =>
-  Array.from(tr.querySelectorAll('td, th')).map(td => td.innerText.trim()))
-"""
-
-
-def test_locust_ui_and_its_panel_show_the_connections_of_a_test_started_in_the_ui(stack, tmp_path):
+def test_the_forms_defaults_load_every_target_and_the_panel_charts_them(stack, tmp_path):
     page = httpx.get(stack.web_url + "/", timeout=10)
     assert page.status_code == 200 and "connbench-panel-link" in page.text
     panel = httpx.get(stack.web_url + "/connbench/connections", timeout=10).json()
     assert panel["db_up"] and [row["target"] for row in panel["targets"]] == list(TARGETS)
     rows = {row["target"]: row for row in panel["targets"]}
     assert rows["pool-eager-psycopg"]["total"] > 0  # its pool filled before the target was ready
-    chosen = "pool-lazy-asyncpg"  # no connection before its first request (this test runs before the /db one)
-    assert rows[chosen]["total"] == 0
-
     workers = httpx.get(stack.web_url + "/stats/requests", timeout=10).json().get("workers", [])
     assert len(workers) == 1, workers
-    form = {"user_count": "4", "spawn_rate": "4", "user_classes": chosen, "run_time": "60s"}
-    assert httpx.post(stack.web_url + "/swarm", data=form, timeout=10).json()["success"]
+
+    def requests_on_every_target() -> bool:
+        stats = httpx.get(stack.web_url + "/stats/requests", timeout=10).json()["stats"]
+        done = {s["name"] for s in stats if s["num_requests"] > 0}
+        return all(f"{t} /db" in done for t in TARGETS)
+
     try:
-
-        def chosen_row() -> dict | None:
-            data = httpx.get(stack.web_url + "/connbench/connections", timeout=10).json()
-            row = next(r for r in data["targets"] if r["target"] == chosen)
-            return row if row["total"] > 0 and row["users"] == 4 else None
-
-        wait_until(chosen_row, timeout=60, interval=0.5, what=f"{chosen}'s connections in the panel")
-        if find_chromium() is not None:
-            with Chromium() as browser:
-                browser.open(stack.web_url + "/connbench")
-
-                def shown() -> list[str] | None:
-                    row = next((r for r in browser.evaluate(PANEL_ROWS_JS) or [] if r and r[0] == chosen), None)
-                    return row if row and len(row) > 2 and row[2].isdigit() and int(row[2]) > 0 else None
-
-                row = wait_until(shown, timeout=60, interval=0.5, what="the panel page's row")
-                assert row[1] == "4", row
-                browser.screenshot(tmp_path / "docker-panel.png")
+        if find_chromium() is None:  # what the form sends with its defaults: every class, its user count
+            form = {"user_count": 2 * len(TARGETS), "spawn_rate": 2 * len(TARGETS), "user_classes": sorted(TARGETS)}
+            assert httpx.post(stack.web_url + "/swarm", data=form, timeout=30).json()["success"]
+            wait_until(requests_on_every_target, timeout=90, interval=1, what="requests on every target")
+            return
+        with Chromium() as browser:
+            browser.open(stack.web_url + "/")
+            assert browser.evaluate("window.templateArgs.available_user_classes") == sorted(TARGETS)
+            start_with_form_defaults(browser)
+            wait_until(requests_on_every_target, timeout=90, interval=1, what="requests on every target")
+            browser.open(stack.web_url + "/?tab=connbench")
+            drawn = wait_until(lambda: len(charts(browser)) == len(TARGETS) and charts(browser), timeout=60,
+                               interval=0.5, what="a chart per target")  # fmt: skip
+            assert any(max(ys["total"], default=0) > 0 for c in drawn.values() for ys in [c["connections"]])
+            browser.screenshot(tmp_path / "docker-panel.png")
     finally:
-        httpx.get(stack.web_url + "/stop", timeout=10)
+        httpx.post(stack.web_url + "/stop", timeout=10)
+        # The leaky targets never close what they opened: end those sessions, so the cap is free again.
+        dsn = f"postgresql://postgres:connbench@127.0.0.1:{stack.env['PG_HOST_PORT']}/postgres"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE %s",
+                         ("connbench:%leaky%",))  # fmt: skip
 
 
 def test_every_target_answers_db_through_its_published_port(stack):

@@ -1,6 +1,6 @@
-"""`connbench up` as a real process: the stack starts, the Locust web UI answers, a test started through the
-UI shows its target's PostgreSQL connections in the panel (headless Chromium reads the page), and Ctrl-C or
-SIGTERM leaves no process and no temporary directory behind.
+"""`connbench up` as a real process: the stack starts, the Locust web UI answers, its start form with its
+defaults loads every running target, and the panel charts their PostgreSQL connections, the leak climbing
+(headless Chromium drives the page); Ctrl-C or SIGTERM leaves no process and no temporary directory behind.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from browser import Chromium, find_chromium
+from browser import Chromium, charts, find_chromium, start_with_form_defaults
 from helpers import sigint_default
 
 from benchmarks.stack.pgbouncer import missing_reason
@@ -164,42 +164,64 @@ def wait_for_row(browser: Chromium, target: str, column: int, timeout: float = 6
     raise AssertionError(f"no connections shown for {target} in {timeout:.0f} s (see {shot}); rows: {rows}")
 
 
-@pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed (apt-get install chromium)")
-def test_test_started_in_the_web_ui_shows_connections_in_the_panel(tmp_path):
-    chosen = "pool-lazy-asyncpg"  # no connection until its first requests: the panel shows the test's doing
-    with connbench_up("--targets", f"{chosen},pool-eager-psycopg") as up, Chromium() as browser:
-        browser.open(up.web_url + "/")
-        assert "Start" in browser.text() or "START" in browser.text().upper()
-        before = httpx.get(up.web_url + "/connbench/connections", timeout=10).json()
-        assert row_for([[r["target"], r["total"]] for r in before["targets"]], chosen) == [chosen, 0]
+def requests_by_name(up: Up) -> dict[str, int]:
+    stats = httpx.get(up.web_url + "/stats/requests", timeout=10).json()["stats"]
+    return {s["name"]: s["num_requests"] for s in stats}
 
-        # Start a short test from the page, as its form does: POST ./swarm with the class picker's choice.
-        form = [["user_count", "4"], ["spawn_rate", "4"], ["user_classes", chosen], ["run_time", "90s"]]
-        started = browser.evaluate(
+
+@pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed (apt-get install chromium)")
+def test_the_forms_defaults_load_every_running_target_and_the_panel_charts_the_leak(tmp_path):
+    # The leak climbs toward max_connections; the lazy pool opens its connections with the first requests.
+    targets = ["leaky-asyncpg", "pool-lazy-asyncpg"]
+    with connbench_up("--targets", ",".join(targets)) as up, Chromium() as browser:
+        browser.open(up.web_url + "/")
+        args = browser.evaluate("window.templateArgs")
+        # The picker offers one class per running target, every one selected by default, and users for each.
+        assert args["available_user_classes"] == sorted(targets), args["available_user_classes"]
+        assert args["num_users"] == 2 * len(targets) and args["spawn_rate"] == 2 * len(targets)
+        assert "Download PostgreSQL connections CSV" in json.dumps(args["extended_csv_files"])
+
+        # A selection that cannot start is refused with its reason, in one line.
+        form = [["user_count", "2"], ["spawn_rate", "2"], ["user_classes", "global-asyncpg"]]
+        refused = browser.evaluate(
             f"fetch('./swarm', {{method: 'POST', body: new URLSearchParams({json.dumps(form)})}}).then(r => r.json())"
         )
-        assert started["success"], started
-        # The form switches the page to the running view itself; a page opened anew shows it once the
-        # runner has left its ready state (spawning starts in a greenlet, just after the answer).
-        wait_until(lambda: httpx.get(up.web_url + "/stats/requests", timeout=10).json()["state"] != "ready")
+        assert not refused["success"] and refused["message"].startswith("not running in this stack: global-asyncpg")
 
-        # Locust's own tab, filled from /stats/requests: columns Target, Locust users, Connections, ...
+        start_with_form_defaults(browser)
+        wait_until(lambda: all(requests_by_name(up).get(f"{t} /db", 0) > 0 for t in targets), timeout=60)
+
+        # The panel's tab in Locust's UI: its table, and a chart card per running target under it.
         browser.open(up.web_url + "/?tab=connbench")
-        row = wait_for_row(browser, chosen, column=2)
-        assert int(row[1]) == 4, row  # the test's users are all on the chosen target
-        text = browser.text()
-        assert "PostgreSQL connections" in text and "Sessions opened/s" in text
+        wait_until(lambda: set(charts(browser)) == set(targets), timeout=30)
+
+        def leak_climbed() -> bool:
+            ys = charts(browser).get("leaky-asyncpg", {}).get("connections", {}).get("total", [])
+            return len(ys) >= 3 and ys[-1] < ys[0] - 20  # higher on the chart: 20 px of 90 over max_connections 100
+
+        wait_until(leak_climbed, timeout=60)
+        history = httpx.get(up.web_url + "/connbench/history", timeout=10).json()
+        totals = [s["targets"]["leaky-asyncpg"][0] for s in history["samples"]]
+        assert history["max_connections"] == 100 and max(totals) >= totals[0] + 20, totals
+        snap = httpx.get(up.web_url + "/connbench/connections", timeout=10).json()
+        assert all(r["requests"] > 0 for r in snap["targets"]), snap["targets"]
         browser.screenshot(tmp_path / "locust-tab.png")
 
-        # The panel's own page, refreshed every second.
+        # The panel's own page: the same charts, a table, errors by cause once the leak meets the cap.
         browser.open(up.web_url + "/connbench")
-        row = wait_for_row(browser, chosen, column=2)
-        assert int(row[1]) == 4, row
+        wait_until(lambda: set(charts(browser)) == set(targets), timeout=30)
+        row = wait_for_row(browser, "leaky-asyncpg", column=3)
+        assert row[1] == "2", row  # Locust users: the defaults gave each target its share
         status = browser.evaluate("document.getElementById('status').innerText")
-        assert "sessions opened/s" in status and "running" in status, status
-        assert row_for(browser.evaluate(PANEL_ROWS_JS), "pool-eager-psycopg")[2] != "0"
-        shot = browser.screenshot(tmp_path / "connbench-panel.png")
-        assert shot.stat().st_size > 10_000
+        assert "max_connections 100" in status and "running" in status, status
+        assert browser.screenshot(tmp_path / "connbench-panel.png").stat().st_size > 10_000
+
+        # The history as CSV, beside Locust's own downloads: one row per reading and target, no password.
+        text = httpx.get(up.web_url + "/connbench/history.csv", timeout=10).text
+        lines = text.splitlines()
+        assert lines[0].startswith("time,target,connections,active,idle,sessions_opened_per_s"), lines[0]
+        assert {line.split(",")[1] for line in lines[1:]} == set(targets)
+        assert "password" not in text.lower() and "postgresql://" not in text
 
         stop_and_check(up, signal.SIGINT)
 

@@ -1,22 +1,31 @@
-"""The live connection panel of the Locust web UI: what PostgreSQL sees of each target, every second.
+"""The live connection panel of the Locust web UI: what PostgreSQL sees of each target, every second, with history.
 
 `register(environment)` is called from the locustfile's `init` listener. When the environment has a web UI
 (the master, or a standalone Locust) and CONNBENCH_ADMIN_DSN is set, it adds to the web UI:
-- a "PostgreSQL connections" tab (shown once a test has started, refreshed with Locust's own statistics),
-- `/connbench`, a page of its own that refreshes every second, linked from the UI's corner,
-- `/connbench/connections`, the same figures as JSON.
+- a "PostgreSQL connections" tab: a table refreshed with Locust's own statistics, and under it the charts
+  of panel.js (per target: connections total, active and idle under max_connections, sessions opened/s);
+- `/connbench`, a page of its own with the same charts and table, linked from the UI's corner;
+- `/connbench/connections` (the latest reading), `/connbench/history` (the readings since the test
+  started) as JSON, and `/connbench/history.csv`, listed under Locust's "Download Data".
 A background greenlet polls PostgreSQL once a second with the sampler's own queries (benchmarks.load.sampler, the
 code `connbench run` uses): per target (application_name `connbench:<target-id>`) the connections that are
-open, active and idle, and for the `connbench` database the sessions opened per second. PostgreSQL counts
-sessions per database, not per application, so the rate is one figure for all targets.
+open, active and idle, and for the `connbench` database the sessions opened per second (PostgreSQL counts
+sessions per database); each target's own /stats gives the sessions it opened per second. Locust's statistics
+give each target's requests and its failures by cause (the error class of the target's 503 body).
 """
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import json
 import os
+import re
 import time
+import urllib.request
+from collections import deque
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -29,14 +38,23 @@ TAB_KEY = "connbench"
 TAB_TITLE = "PostgreSQL connections"
 ALL_TARGETS = "all targets"
 POLL_INTERVAL = 1.0
+HISTORY_SAMPLES = 3600  # an hour of readings, one a second
+# A reading of one target in the history, in this order; CSV_FIELDS are the CSV's columns for them.
+HISTORY_FIELDS = ["total", "active", "idle", "opened_per_s", "requests"]
+CSV_FIELDS = {"total": "connections", "active": "active", "idle": "idle", "opened_per_s": "sessions_opened_per_s",
+              "requests": "requests"}  # fmt: skip
+SCRIPT = Path(__file__).with_name("panel.js")
 TABLE_STRUCTURE = [
     {"key": "target", "title": "Target"},
     {"key": "users", "title": "Locust users"},
+    {"key": "requests", "title": "Requests"},
     {"key": "total", "title": "Connections"},
     {"key": "active", "title": "Active"},
     {"key": "idle", "title": "Idle"},
-    {"key": "sessions", "title": "Sessions opened/s (database)"},
+    {"key": "sessions", "title": "Sessions opened/s"},
+    {"key": "errors", "title": "Errors by cause"},
 ]
+COLUMNS = [c["key"] for c in TABLE_STRUCTURE[1:]]
 
 
 def parse_target_urls(value: str | None) -> dict[str, str]:
@@ -46,7 +64,8 @@ def parse_target_urls(value: str | None) -> dict[str, str]:
 
 
 class ConnectionMonitor:
-    """Polls PostgreSQL; `snapshot()` is the latest reading. Survives a database restart (reconnects)."""
+    """Polls PostgreSQL (and each target's /stats); `snapshot()` is the latest reading, `history` the readings
+    since the test started. Survives a database restart (reconnects)."""
 
     def __init__(
         self,
@@ -54,15 +73,21 @@ class ConnectionMonitor:
         targets: list[str] | None = None,
         dbname: str = "connbench",
         users: Any = None,
+        urls: dict[str, str] | None = None,
+        requests: Any = None,
     ) -> None:
         self.admin_dsn = admin_dsn
         self.targets = list(targets or [])
         self.dbname = dbname
         self.users = users  # () -> {target id: running users}, from the Locust runner
+        self.requests = requests  # () -> ({target id: requests}, {target id: {cause: failures}}), from Locust
+        self.urls = dict(urls or {})  # target id -> URL, for the connections each target has opened (/stats)
         self.conn: psycopg.Connection | None = None
         self.max_connections: int | None = None
         self._last_sessions: tuple[float, int] | None = None
+        self._last_opened: dict[str, tuple[float, int]] = {}
         self._snapshot: dict[str, Any] = self._empty()
+        self.history: deque[dict[str, Any]] = deque(maxlen=HISTORY_SAMPLES)
         self._running = False
 
     def _empty(self) -> dict[str, Any]:
@@ -100,11 +125,13 @@ class ConnectionMonitor:
             return snap
         counts = {t.id: by_app[t.conn_key] for t in TARGETS.values() if t.conn_key in by_app}
         users = self._users()
+        requests, errors = self._requests()
         ids = self.targets + sorted(t for t in {*counts, *users} if t not in self.targets)
         rows: list[dict[str, Any]] = []
         for t in ids:
             figures = counts.get(t, {"total": 0, "active": 0, "idle": 0})
-            rows.append({"target": t, "users": users.get(t, 0), **figures})
+            rows.append({"target": t, "users": users.get(t, 0), **figures, "opened_per_s": self._opened_rate(t, now),
+                         "requests": requests.get(t, 0), "errors": errors.get(t, {})})  # fmt: skip
         rate = None
         if self._last_sessions is not None and now > self._last_sessions[0]:
             rate = max(0, sessions - self._last_sessions[1]) / (now - self._last_sessions[0])
@@ -118,7 +145,31 @@ class ConnectionMonitor:
             sessions_per_s=rate,
         )
         self._snapshot = snap
+        self.history.append(
+            {
+                "t": now,
+                "sessions_per_s": rate,
+                "targets": {r["target"]: [r[k] for k in HISTORY_FIELDS] for r in rows},
+            }  # fmt: skip
+        )
         return snap
+
+    def _opened_rate(self, target: str, now: float) -> float | None:
+        """Connections the target opened per second since the last poll, from its /stats (None if unknown)."""
+        url = self.urls.get(target)
+        if not url:
+            return None
+        try:
+            with urllib.request.urlopen(url + "/stats", timeout=0.5) as resp:
+                opened = int(json.load(resp)["connections_opened"])
+        except (OSError, ValueError, KeyError, TypeError):
+            self._last_opened.pop(target, None)
+            return None
+        last = self._last_opened.get(target)
+        self._last_opened[target] = (now, opened)
+        if last is None or now <= last[0]:
+            return None
+        return max(0, opened - last[1]) / (now - last[0])
 
     def _users(self) -> dict[str, int]:
         try:
@@ -126,8 +177,29 @@ class ConnectionMonitor:
         except Exception:
             return {}
 
+    def _requests(self) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+        try:
+            return self.requests() if self.requests else ({}, {})
+        except Exception:
+            return {}, {}
+
     def snapshot(self) -> dict[str, Any]:
         return self._snapshot
+
+    def history_json(self) -> dict[str, Any]:
+        return {"max_connections": self.max_connections, "fields": HISTORY_FIELDS, "samples": list(self.history)}
+
+    def history_csv(self) -> str:
+        """The history as CSV: one row per reading and target."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["time", "target", *CSV_FIELDS.values(), "database_sessions_opened_per_s", "max_connections"])
+        for sample in self.history:
+            for target, values in sample["targets"].items():
+                figures = dict(zip(HISTORY_FIELDS, values, strict=True))
+                writer.writerow([f"{sample['t']:.3f}", target, *(_fmt(figures[k]) for k in CSV_FIELDS),
+                                 _fmt(sample["sessions_per_s"]), self.max_connections])  # fmt: skip
+        return out.getvalue()
 
     def run_forever(self, sleep: Any = time.sleep) -> None:
         """Poll every POLL_INTERVAL seconds until `stop()` (run it in a greenlet under Locust)."""
@@ -150,20 +222,38 @@ class ConnectionMonitor:
         self.conn = None
 
 
+def _fmt(value: Any) -> str:
+    return "" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
 # -- presentation --------------------------------------------------------------------------------------
+def causes(errors: dict[str, int]) -> str:
+    """Errors by cause as one line, the most frequent first: "TooManyConnectionsError 120, PoolTimeout 4"."""
+    return ", ".join(f"{cause} {n}" for cause, n in sorted(errors.items(), key=lambda kv: -kv[1]))
+
+
 def table_rows(snap: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows of the web UI's tab: the database's total with the sessions rate first, then one per target."""
     if snap["db_up"] is False:
-        return [{"target": f"PostgreSQL unreachable: {snap['error']}", "users": "", "total": "", "active": "",
-                 "idle": "", "sessions": ""}]  # fmt: skip
+        return [{"target": f"PostgreSQL unreachable: {snap['error']}", **dict.fromkeys(COLUMNS, "")}]
     rate = snap["sessions_per_s"]
     total = {
         "target": f"{ALL_TARGETS} (database {snap['database']})",
-        "users": sum(r["users"] for r in snap["targets"]),
+        **{k: sum(r.get(k, 0) for r in snap["targets"]) for k in ("users", "requests")},
         **snap["total"],
         "sessions": "" if rate is None else f"{rate:.1f}",
+        "errors": "",
     }
-    return [total, *({**r, "sessions": ""} for r in snap["targets"])]
+    per_target = (
+        {
+            "target": r["target"],
+            **{k: r.get(k, "") for k in COLUMNS},
+            "sessions": _fmt(r.get("opened_per_s")),
+            "errors": causes(r.get("errors", {})),
+        }
+        for r in snap["targets"]
+    )
+    return [total, *per_target]
 
 
 PAGE = """<!doctype html>
@@ -172,67 +262,30 @@ PAGE = """<!doctype html>
  body { font: 15px/1.4 system-ui, sans-serif; margin: 24px; color: #1b1f24; background: #fff; }
  h1 { font-size: 20px; margin: 0 0 4px; } a { color: #1565c0; }
  #status { color: #555; margin-bottom: 14px; } #status.down { color: #b00020; font-weight: 600; }
- table { border-collapse: collapse; min-width: 760px; }
+ table { border-collapse: collapse; min-width: 760px; margin-top: 18px; }
  th, td { padding: 5px 12px; border-bottom: 1px solid #e3e6ea; text-align: right; white-space: nowrap; }
  th:first-child, td:first-child { text-align: left; font-family: ui-monospace, monospace; }
- th { background: #f4f6f8; font-weight: 600; }
- tr.busy td { background: #f1f8ff; } tr.sum td { font-weight: 600; border-top: 2px solid #aab; }
- td.bar { width: 220px; text-align: left; }
- .bar span { display: inline-block; height: 10px; background: #2e7d32; border-radius: 2px; vertical-align: middle; }
- .bar span.idle { background: #a5d6a7; }
- .note { color: #666; font-size: 13px; margin-top: 12px; max-width: 760px; }
+ th { background: #f4f6f8; font-weight: 600; } tr.sum td { font-weight: 600; border-top: 2px solid #aab; }
+ .note { color: #666; font-size: 13px; margin-top: 12px; max-width: 900px; }
 </style></head><body>
 <h1>PostgreSQL connections per target</h1>
 <div id="status">waiting for the first reading&hellip;</div>
-<table><thead><tr><th>Target</th><th>Locust users</th><th>Connections</th><th>Active</th><th>Idle</th>
-<th>of max_connections</th></tr></thead><tbody id="rows"></tbody></table>
-<p class="note">Counted in <code>pg_stat_activity</code> by application_name <code>connbench:&lt;target&gt;</code>
-once a second. Sessions opened per second come from <code>pg_stat_database.sessions</code>, which PostgreSQL keeps
-per database, not per target. <a href="__UI__">Back to the Locust UI</a></p>
-<script>
-const URL_JSON = __JSON__;
-function cell(tr, text, cls) { const td = document.createElement("td"); td.textContent = text;
-  if (cls) td.className = cls; tr.appendChild(td); return td; }
-function bar(td, r, max) {
-  if (!max) return; const w = 220 / max;
-  for (const [n, cls] of [[r.active, ""], [r.total - r.active, "idle"]]) {
-    const s = document.createElement("span"); s.style.width = Math.round(n * w) + "px";
-    if (cls) s.className = cls; td.appendChild(s); }
-  td.appendChild(document.createTextNode(" " + Math.round(100 * r.total / max) + "%"));
-}
-async function refresh() {
-  let d;
-  try { d = await (await fetch(URL_JSON, {cache: "no-store"})).json(); }
-  catch (e) { document.getElementById("status").textContent = "Locust web UI unreachable"; return; }
-  const st = document.getElementById("status");
-  if (d.db_up === false) { st.className = "down"; st.textContent = "PostgreSQL unreachable: " + d.error; }
-  else if (d.db_up) {
-    st.className = "";
-    const rate = d.sessions_per_s === null ? "–" : d.sessions_per_s.toFixed(1);
-    st.textContent = "database " + d.database + " · max_connections " + d.max_connections +
-      " · sessions opened/s " + rate + " · Locust " + (d.locust ? d.locust.state + ", " + d.locust.users +
-      " users" : "–") + " · updated " + new Date(d.updated_at * 1000).toLocaleTimeString();
-  }
-  const body = document.getElementById("rows"); body.replaceChildren();
-  for (const r of d.targets) {
-    const tr = document.createElement("tr"); if (r.total || r.users) tr.className = "busy";
-    tr.dataset.target = r.target;
-    cell(tr, r.target); cell(tr, r.users); cell(tr, r.total); cell(tr, r.active); cell(tr, r.idle);
-    bar(cell(tr, "", "bar"), r, d.max_connections); body.appendChild(tr);
-  }
-  const tr = document.createElement("tr"); tr.className = "sum";
-  cell(tr, "all targets"); cell(tr, d.targets.reduce((a, r) => a + r.users, 0)); cell(tr, d.total.total);
-  cell(tr, d.total.active); cell(tr, d.total.idle); bar(cell(tr, "", "bar"), d.total, d.max_connections);
-  body.appendChild(tr);
-}
-refresh(); setInterval(refresh, 1000);
-</script></body></html>
+<div id="connbench-charts"></div>
+<table><thead><tr><th>Target</th><th>Locust users</th><th>Requests</th><th>Connections</th><th>Active</th>
+<th>Idle</th><th>Sessions opened/s</th><th>Errors by cause</th></tr></thead><tbody id="rows"></tbody></table>
+<p class="note">Connections are counted in <code>pg_stat_activity</code> by application_name
+<code>connbench:&lt;target&gt;</code> once a second; sessions opened per second per target come from the
+target's own <code>/stats</code>, and for the database from <code>pg_stat_database.sessions</code>.
+<a href="__CSV__">Download the history (CSV)</a> &middot; <a href="__UI__">Back to the Locust UI</a></p>
+<script src="__JS__" data-base="__BASE__"></script>
+</body></html>
 """
 
 LINK = (
     '<a id="connbench-panel-link" href="{href}" style="position:fixed;right:16px;bottom:12px;z-index:2000;'
     "font:600 13px system-ui,sans-serif;background:#2e7d32;color:#fff;padding:6px 12px;border-radius:16px;"
     'text-decoration:none;box-shadow:0 1px 4px rgba(0,0,0,.3)">PostgreSQL connections</a>'
+    '<script src="{js}" data-base="{base}"></script>'
 )
 
 
@@ -242,15 +295,36 @@ def _runner_users(environment: Any) -> dict[str, int]:
     if runner is None:
         return {}
     counts = getattr(runner, "reported_user_classes_count", None) or runner.user_classes_count
-    by_name = getattr(environment, "available_user_classes", None) or {
-        cls.__name__: cls for cls in environment.user_classes
-    }
+    by_name = {cls.__name__: cls for cls in environment.user_classes}
+    by_name.update({cls.__name__: cls for cls in (getattr(environment, "available_user_classes", None) or {}).values()})
     out: dict[str, int] = {}
     for name, n in counts.items():
         cls = by_name.get(name)
         key = getattr(cls, "target_id", None) or name  # a target's closed-loop and arrival users add up
         out[key] = out.get(key, 0) + n
     return out
+
+
+CATCH = re.compile(r"^CatchResponseError\(['\"]?(.*?)['\"]?\)$")
+
+
+def _runner_requests(environment: Any) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """Requests and failures by cause per target, from Locust's statistics (request name `<target> /db`)."""
+    stats = environment.runner.stats if environment.runner is not None else None
+    if stats is None:
+        return {}, {}
+    target_of = lambda name: name.rsplit(" ", 1)[0] if " " in name else None  # noqa: E731
+    requests: dict[str, int] = {}
+    for entry in stats.entries.values():
+        if t := target_of(entry.name):
+            requests[t] = requests.get(t, 0) + entry.num_requests
+    errors: dict[str, dict[str, int]] = {}
+    for err in list(stats.errors.values()):
+        if t := target_of(err.name):
+            cause = err.to_name().split(": ", 1)[-1]
+            cause = m.group(1) if (m := CATCH.match(cause)) else cause
+            errors.setdefault(t, {})[cause] = errors.get(t, {}).get(cause, 0) + err.occurrences
+    return requests, errors
 
 
 def register(environment: Any) -> ConnectionMonitor | None:
@@ -266,9 +340,10 @@ def register(environment: Any) -> ConnectionMonitor | None:
     import gevent
     from flask import Response, jsonify, request, url_for
 
-    targets = list(parse_target_urls(os.environ.get("CONNBENCH_TARGET_URLS")))
+    urls = parse_target_urls(os.environ.get("CONNBENCH_TARGET_URLS"))
     dbname = os.environ.get("CONNBENCH_DB_NAME", "connbench")
-    monitor = ConnectionMonitor(admin_dsn, targets, dbname, users=lambda: _runner_users(environment))
+    monitor = ConnectionMonitor(admin_dsn, list(urls), dbname, users=lambda: _runner_users(environment), urls=urls,
+                                requests=lambda: _runner_requests(environment))  # fmt: skip
     app.config["connbench_monitor"] = monitor
 
     def with_locust(snap: dict[str, Any]) -> dict[str, Any]:
@@ -279,13 +354,29 @@ def register(environment: Any) -> ConnectionMonitor | None:
     def connbench_connections() -> Response:
         return jsonify(with_locust(monitor.snapshot()))
 
+    def connbench_history() -> Response:
+        return jsonify(monitor.history_json())
+
+    def connbench_history_csv() -> Response:
+        return Response(monitor.history_csv(), mimetype="text/csv",
+                        headers={"Content-Disposition": "attachment; filename=connbench_connections.csv"})  # fmt: skip
+
+    def connbench_script() -> Response:
+        return Response(SCRIPT.read_text(), mimetype="text/javascript")
+
     def connbench_panel() -> Response:
-        body = PAGE.replace("__JSON__", json.dumps(url_for("connbench_connections"))).replace(
-            "__UI__", html.escape(url_for("locust.index") if "locust.index" in app.view_functions else "/")
+        body = (
+            PAGE.replace("__BASE__", html.escape(url_for("connbench_panel")))
+            .replace("__JS__", html.escape(url_for("connbench_script")))
+            .replace("__CSV__", html.escape(url_for("connbench_history_csv")))
+            .replace("__UI__", html.escape(url_for("locust.index") if "locust.index" in app.view_functions else "/"))
         )
         return Response(body, mimetype="text/html")
 
     app.add_url_rule("/connbench/connections", "connbench_connections", connbench_connections)
+    app.add_url_rule("/connbench/history", "connbench_history", connbench_history)
+    app.add_url_rule("/connbench/history.csv", "connbench_history_csv", connbench_history_csv)
+    app.add_url_rule("/connbench/panel.js", "connbench_script", connbench_script)
     app.add_url_rule("/connbench", "connbench_panel", connbench_panel)
 
     @app.after_request
@@ -295,14 +386,19 @@ def register(environment: Any) -> ConnectionMonitor | None:
             data["extended_stats"] = [{"key": TAB_KEY, "data": table_rows(monitor.snapshot())}]
             response.set_data(json.dumps(data))
         elif request.endpoint == "locust.index" and response.mimetype == "text/html":
-            link = LINK.format(href=html.escape(url_for("connbench_panel")))
+            panel = html.escape(url_for("connbench_panel"))
+            link = LINK.format(href=panel, js=html.escape(url_for("connbench_script")), base=panel)
             response.set_data(response.get_data(as_text=True).replace("</body>", link + "\n</body>", 1))
         return response
 
     web_ui.template_args["extended_tabs"] = [{"title": TAB_TITLE, "key": TAB_KEY}]
     web_ui.template_args["extended_tables"] = [{"key": TAB_KEY, "structure": TABLE_STRUCTURE}]
+    web_ui.template_args["extended_csv_files"] = [
+        {"href": "./connbench/history.csv", "title": "Download PostgreSQL connections CSV (connbench)"}
+    ]
 
     greenlet = gevent.spawn(monitor.run_forever, gevent.sleep)
+    environment.events.test_start.add_listener(lambda **_kw: monitor.history.clear())
 
     def stop(**_kw: Any) -> None:
         monitor.stop()

@@ -55,4 +55,5 @@ def test_errors_by_cause_and_the_history_as_csv():
                          "opened_per_s": 1.25, "requests": 40, "errors": {"TooManyConnectionsError": 3}}]}  # fmt: skip
     total, row = table_rows(snap)
     assert total["users"] == 2 and total["requests"] == 40 and total["sessions"] == "3.5"
+    assert row["target"] == "leaky-asyncpg" and row["total"] == 7 and row["requests"] == 40
     assert row["sessions"] == "1.25" and row["errors"] == "TooManyConnectionsError 3"
