@@ -114,6 +114,19 @@ def test_different_settings_are_said_at_the_top_and_same_ones_are_not() -> None:
     assert not [d for d in C.compare(BASE, RERUN).differences if d.startswith("different settings")]
 
 
+def test_a_run_of_another_machine_is_said_at_the_top() -> None:
+    # the committed reference run (results/reference) ran on another CPU; its manifest as summary.json's "run"
+    reference = json.loads((REPO / "results" / "reference" / "manifest.json").read_text())
+    other = {"run": {k: reference.get(k) for k in summary_json.RUN_KEYS}}
+    base = json.loads((BASE / "summary.json").read_text())
+    said = C.differences(base, other)
+    cpus = (base["run"]["machine"]["cpu_model"], reference["machine"]["cpu_model"])  # Intel and AMD when written
+    machines = [d for d in said if d.startswith("different machines: ")]
+    assert machines == ([] if cpus[0] == cpus[1] else [machines[0]])
+    assert cpus[0] == cpus[1] or f"cpu_model {cpus[0]!r} vs {cpus[1]!r}" in machines[0]
+    assert not [d for d in said if d.startswith("different settings")]  # the same quick steady, the same settings
+
+
 def test_cells_of_one_run_only_are_listed() -> None:
     c = C.compare(BASE, RERUN)  # the rerun also measured pool-lazy-asyncpg
     assert c.only_new == ["steady.pool-lazy-asyncpg.u16"] and c.only_old == []
