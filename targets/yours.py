@@ -43,7 +43,7 @@ ENV = "CONNBENCH_USER_TARGETS"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 FILE_KEYS = {
     "name", "command", "env", "ready", "application_name", "role", "strategy", "description",
-    "session_per_request",
+    "session_per_request", "thresholds",
 }  # fmt: skip
 
 
@@ -57,6 +57,7 @@ class UserTarget(Target):
     application_name: str = field(default="", compare=False)
     role: str = field(default="", compare=False)
     source: str = field(default="", compare=False)  # the target file, or "--url"
+    thresholds: tuple[str, ...] = field(default=(), compare=False)  # checked by `connbench run` on its cells
 
     @property
     def conn_key(self) -> str:
@@ -138,6 +139,9 @@ def load_target_file(path: Path) -> UserTarget:
     ready = _string(where, "ready", data.get("ready", "/ready"))
     if not ready.startswith("/"):
         raise _fail(where, f"key 'ready' must be a path starting with '/', got {ready!r}")
+    thresholds = data.get("thresholds", [])
+    if not isinstance(thresholds, list) or not all(isinstance(t, str) and t for t in thresholds):
+        raise _fail(where, f"key 'thresholds' must be a list of strings, got {thresholds!r}")
     spr = data.get("session_per_request", False)
     if not isinstance(spr, bool):
         raise _fail(where, f"key 'session_per_request' must be true or false, got {spr!r}")
@@ -154,6 +158,7 @@ def load_target_file(path: Path) -> UserTarget:
         application_name=given.get("application_name", ""),
         role=given.get("role", ""),
         source=where,
+        thresholds=tuple(thresholds),
     )
 
 
@@ -209,7 +214,15 @@ def to_json(targets: list[UserTarget]) -> str:
 
 def from_json(items: list[dict[str, Any]]) -> list[UserTarget]:
     return [
-        UserTarget(**{**d, "command": tuple(d["command"]), "env": tuple(tuple(p) for p in d["env"])}) for d in items
+        UserTarget(
+            **{
+                **d,
+                "command": tuple(d["command"]),
+                "env": tuple(tuple(p) for p in d["env"]),
+                "thresholds": tuple(d.get("thresholds", ())),
+            }
+        )
+        for d in items
     ]
 
 

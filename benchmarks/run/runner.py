@@ -28,8 +28,8 @@ from benchmarks.run.cells import Cell, CellRun, applicable, plan, planned_second
 from benchmarks.run.kinds import CellContext
 from benchmarks.run.manifest import new_manifest
 from benchmarks.run.options import RunOptions
-from benchmarks.run.scenario import load_profile
-from benchmarks.run.thresholds import check_run
+from benchmarks.run.scenario import Scenario, load_profile
+from benchmarks.run.thresholds import Scope, check_run, parse_list
 from benchmarks.run.verify import choose_verified
 from benchmarks.stack.external import Database, ExternalPostgres
 from benchmarks.stack.network import Network
@@ -167,7 +167,7 @@ def run_matrix(options: RunOptions) -> Path:
         manifest["ended_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         ended = manifest["status"] in ("complete", "incomplete") and bool(manifest["cells_done"])
         if ended:  # checked on every cell written, then summary.json from the saved files
-            manifest["thresholds"] = check_run(out, options.thresholds)
+            manifest["thresholds"] = check_run(out, options.thresholds, scoped_thresholds(scenarios, options))
         run.save_manifest()
         if ended:
             summary_json.write(out)
@@ -185,6 +185,8 @@ def check_options(options: RunOptions) -> None:
         Settings.from_env()
     except ValueError as exc:
         raise ConnbenchError(str(exc)) from None
+    for ut in options.user_targets:  # a target file's thresholds (the scenario files check their own)
+        parse_list(ut.source, list(ut.thresholds))
 
 
 # Seconds a cell spends outside its load (start the target, wait for ready, start Locust, collect, stop); measured
@@ -264,3 +266,10 @@ def _run_cells(
                     progress.update(task, advance=1, eta=f"{eta:.0f}s")
                     if not pg.running():  # a fault may have left it down: start it again for the next cell
                         pg.restart("fast")
+
+
+def scoped_thresholds(scenarios: list[Scenario], options: RunOptions) -> list[tuple[str, Scope]]:
+    """The scenario files' thresholds (for their cells) and the target files' (for their target's cells)."""
+    return [(t, Scope("scenario", sc.name)) for sc in scenarios for t in sc.thresholds] + [
+        (t, Scope("target", ut.id)) for ut in options.user_targets for t in ut.thresholds
+    ]

@@ -63,6 +63,7 @@ from benchmarks.errors import ConnbenchError
 from benchmarks.load.arrival import ARRIVALS
 from benchmarks.load.plan import CapacitySearch
 from benchmarks.run import kinds
+from benchmarks.run.thresholds import parse_list
 from targets.contract import DB_PARAMS, SETTINGS, Settings
 from targets.python.strategies import STRATEGIES
 from targets.registry import TARGETS
@@ -87,9 +88,10 @@ TOP_KEYS = {
     "sweep",
     "capacity",
     "network",
+    "thresholds",
 }
 LOAD_KEYS = {"users", "warmup", "duration", "spawn_rate", "stages", "params", "rates", "arrival", "max_senders"}
-PROFILE_KEYS = LOAD_KEYS | {"repeats", "targets", "actions", "cold_start", "sweep", "capacity", "network"}
+PROFILE_KEYS = LOAD_KEYS | {"repeats", "targets", "actions", "cold_start", "sweep", "capacity", "network", "thresholds"}
 NETWORK_KEYS = {"rtt_ms", "tls", "pooler"}
 SWEEPABLE = set(SETTINGS) | set(DB_PARAMS)  # target settings (README's table) and /db parameters
 
@@ -132,6 +134,7 @@ class Scenario:
     rtt_ms: tuple[float, ...] = (0,)
     tls: tuple[bool, ...] = (False,)
     pooler: tuple[str, ...] = ("near-db",)
+    thresholds: tuple[str, ...] = ()  # what must hold in this scenario's valid cells (benchmarks/run/thresholds.py)
 
     def variants(self) -> list[tuple[tuple[str, Any], ...]]:
         """Every combination of the swept values, as (name, value) pairs in the file's order."""
@@ -262,6 +265,7 @@ def parse_scenario(path: Path, profile: str) -> Scenario | None:
         path=where,
         params=_named_numbers(f"{where} [load] params", load.get("params", {}), set(DB_PARAMS)),
         sweep=_sweep(where, over.get("sweep", data.get("sweep", {})), target.get("env", {})),
+        thresholds=parse_list(where, over.get("thresholds", data.get("thresholds", []))),
         **_open_load(where, load, {**data.get("capacity", {}), **over.get("capacity", {})}),
         **_network(f"{where} [network]", {**data.get("network", {}), **over.get("network", {})}),
     )

@@ -1,8 +1,9 @@
 """Thresholds on a run, as k6 keeps them: `latency_p99_ms<50`, `error_rate<0.01` (what must hold per cell).
 
-`connbench run --threshold EXPR` (repeatable) states them; after the run each one is checked against every valid
-cell that measured its metric (a name of benchmarks/results/metrics.py), the result is written to manifest.json
-under "thresholds", and when any cell breaches one the run exits with 99 (k6's code; BREACH_EXIT in
+`connbench run --threshold EXPR` (repeatable) states them for every cell; a scenario file's `thresholds` for
+that scenario's cells, a target file's for that target's. After the run each one is checked against every valid
+cell in its scope that measured its metric (a name of benchmarks/results/metrics.py), the result is written to
+manifest.json under "thresholds", and when any cell breaches one the run exits with 99 (k6's code; BREACH_EXIT in
 benchmarks/cli/run.py), one line per breach, after every file is written.
 """
 
@@ -58,18 +59,37 @@ def parse_threshold(text: str) -> Threshold:
     return Threshold(metric, op, limit)
 
 
-def check(thresholds: Iterable[Threshold], summary: pd.DataFrame) -> list[dict[str, Any]]:
-    """Each threshold against each valid cell of `summary` (summary.csv, as benchmarks.results.load reads it):
-    one result per threshold with the cells checked and the cells that breach it (cell id and value)."""
-    valid = summary[summary["valid"]]
+@dataclass(frozen=True)
+class Scope:
+    """The cells a threshold is about: every cell (column ""), or those whose `column` (scenario, target) is
+    `value`."""
+
+    column: str = ""
+    value: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.column} {self.value}" if self.column else "every cell"
+
+
+def check(
+    thresholds: Iterable[Threshold], summary: pd.DataFrame, scopes: Iterable[Scope] | None = None
+) -> list[dict[str, Any]]:
+    """Each threshold against each valid cell of `summary` (summary.csv, as benchmarks.results.load reads it) in
+    its scope (`scopes`, one per threshold; default every cell): one result per threshold with the cells checked
+    and the cells that breach it (cell id and value)."""
     out = []
-    for t in thresholds:
+    thresholds = list(thresholds)
+    for t, scope in zip(thresholds, scopes or [Scope()] * len(thresholds), strict=True):
+        valid = summary[summary["valid"]]
+        if scope.column:
+            valid = valid[valid[scope.column] == scope.value]
         values = pd.to_numeric(METRICS[t.metric].values(t.metric, valid), errors="coerce")
         measured = [(str(cid), float(v)) for cid, v in zip(valid["cell_id"], values, strict=True) if not math.isnan(v)]
         breaches = [{"cell_id": cid, "value": v} for cid, v in measured if not t.holds(v)]
         out.append(
             {
                 "threshold": str(t),
+                **({"scope": str(scope)} if scope.column else {}),
                 "metric": t.metric,
                 "unit": METRICS[t.metric].unit,
                 "cells_checked": len(measured),
@@ -85,7 +105,8 @@ def breach_lines(results: Iterable[dict[str, Any]]) -> list[str]:
     for r in results:
         for b in r["breaches"]:
             value = fmt.num(b["value"], r["unit"])
-            lines.append(f"threshold {r['threshold']} breached: {b['cell_id']}: {r['metric']} = {value}")
+            scope = f" ({r['scope']})" if r.get("scope") else ""
+            lines.append(f"threshold {r['threshold']}{scope} breached: {b['cell_id']}: {r['metric']} = {value}")
     return lines
 
 
@@ -96,6 +117,20 @@ def unchecked_lines(results: Iterable[dict[str, Any]]) -> list[str]:
     ]
 
 
-def check_run(run_dir: Path, thresholds: Iterable[str]) -> list[dict[str, Any]]:
-    """check() of the run's thresholds (as RunOptions keeps them) on the folder's summary.csv."""
-    return check([parse_threshold(t) for t in thresholds], read_summary(run_dir))
+def check_run(
+    run_dir: Path, thresholds: Iterable[str], scoped: Iterable[tuple[str, Scope]] = ()
+) -> list[dict[str, Any]]:
+    """check() of the run's thresholds (as RunOptions keeps them, for every cell) and of the `scoped` ones (a
+    scenario file's, a target file's) on the folder's summary.csv."""
+    pairs = [(t, Scope()) for t in thresholds] + list(scoped)
+    return check([parse_threshold(t) for t, _ in pairs], read_summary(run_dir), [s for _, s in pairs])
+
+
+def parse_list(where: str, value: Any) -> tuple[str, ...]:
+    """A file's `thresholds = ["latency_p99_ms<50", ...]`, each checked; a ConnbenchError names `where`."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConnbenchError(f"{where}: key 'thresholds' must be a list of strings, got {value!r}")
+    try:
+        return tuple(str(parse_threshold(v)) for v in value)
+    except ConnbenchError as exc:
+        raise ConnbenchError(f"{where}: {exc}") from None

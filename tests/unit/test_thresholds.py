@@ -119,3 +119,33 @@ def test_a_run_without_thresholds_says_nothing(tmp_path: Path) -> None:
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     (tmp_path / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "thresholds"}))
     assert finding.sentences(load_run(tmp_path)) == []
+
+
+def test_scenario_and_target_files_scope_their_thresholds(tmp_path: Path) -> None:
+    """A scenario file's thresholds hold for its cells, a target file's for its target's; the others are left
+    alone, each breach line names its scope, and a malformed one names its file."""
+    from benchmarks.run.runner import scoped_thresholds
+    from benchmarks.run.scenario import parse_scenario
+    from targets.yours import load_target_file
+
+    sc_file = tmp_path / "steady.toml"
+    sc_file.write_text('kind = "load"\nthresholds = ["latency_p99_ms<1"]\n[profiles.smoke]\n')
+    sc = parse_scenario(sc_file, "smoke")
+    assert sc is not None and sc.thresholds == ("latency_p99_ms<1",)
+    tf = tmp_path / "svc.toml"
+    tf.write_text('name = "svc"\ncommand = "serve"\napplication_name = "svc"\nthresholds = ["rps>1e9"]\n')
+    svc = load_target_file(tf)
+    scoped = scoped_thresholds([sc], RunOptions(user_targets=(svc,)))
+    assert [(t, str(s)) for t, s in scoped] == [("latency_p99_ms<1", "scenario steady"), ("rps>1e9", "target svc")]
+
+    summary = read_summary(POOL1)
+    (p99, rps) = T.check([T.parse_threshold(t) for t, _ in scoped], summary, [s for _, s in scoped])
+    assert p99["scope"] == "scenario steady" and p99["cells_checked"] == len(p99["breaches"]) > 0
+    assert rps["cells_checked"] == 0  # no cell of a target named svc
+    assert T.breach_lines([p99])[0].startswith("threshold latency_p99_ms<1 (scenario steady) breached: steady.")
+
+    sc_file.write_text('kind = "load"\nthresholds = ["p99<1"]\n[profiles.smoke]\n')
+    with pytest.raises(ConnbenchError, match=f"^{sc_file}: threshold 'p99<1': unknown metric 'p99'"):
+        parse_scenario(sc_file, "smoke")
+    with pytest.raises(ConnbenchError, match=f"^{tf}: threshold 'x' is not METRIC<NUMBER"):
+        T.parse_list(str(tf), ["x"])
