@@ -3,9 +3,17 @@ refused, errors by cause and the history's CSV."""
 
 from __future__ import annotations
 
-from benchmarks.load.panel import ConnectionMonitor, causes, table_rows
-from benchmarks.load.users import picker_classes, user_classes
-from benchmarks.load.webui import refusal
+import os
+
+# Importing Locust patches the whole process with gevent (threads, sockets, subprocess); these tests need its
+# classes only, and the tests collected with them must keep the standard library they expect.
+os.environ["LOCUST_SKIP_MONKEY_PATCH"] = "1"
+try:
+    from benchmarks.load.panel import ConnectionMonitor, causes, table_rows
+    from benchmarks.load.users import picker_classes, user_classes
+    from benchmarks.load.webui import refusal
+finally:
+    del os.environ["LOCUST_SKIP_MONKEY_PATCH"]  # the Locust processes tests start must patch themselves
 
 
 def test_the_web_ui_has_classes_for_the_running_targets_only_and_the_picker_one_model_at_a_time():
