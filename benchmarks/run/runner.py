@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,6 +138,8 @@ def run_matrix(options: RunOptions) -> Path:
     run.save_manifest()
     console.print(f"connbench: {len(todo)} of {len(cells)} cells to run into {out}")
     live = CellRun()
+    _INTERRUPTED.clear()
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         if options.baseline and not (out / "baseline.csv").exists():
             rtts = sorted({r for sc in scenarios for r in sc.rtt_ms})
@@ -175,6 +178,17 @@ def run_matrix(options: RunOptions) -> Path:
         lock.release()
         signal.signal(signal.SIGINT, signal.default_int_handler)
     return out
+
+
+_INTERRUPTED = threading.Event()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """Ctrl-C while cells run: KeyboardInterrupt, and remembered. Python drops an exception raised where it
+    cannot propagate (a Ctrl-C that lands in the fork of a target or of Locust is printed as "Exception
+    ignored" and lost), so the next cell does not start either way."""
+    _INTERRUPTED.set()
+    raise KeyboardInterrupt
 
 
 def check_options(options: RunOptions) -> None:
@@ -234,6 +248,8 @@ def _run_cells(
         for group in groups.values():
             with stack(group, db) as (pg, net):
                 for cell in group:
+                    if _INTERRUPTED.is_set():  # a Ctrl-C whose KeyboardInterrupt was swallowed (see _interrupt)
+                        raise KeyboardInterrupt
                     progress.update(task, description=cell.id)
                     partial = run.out / "raw" / ".partial"
                     shutil.rmtree(partial, ignore_errors=True)
