@@ -26,7 +26,7 @@ import numpy as np
 
 from benchmarks.errors import ConnbenchError
 from benchmarks.results import fmt, summary_json
-from benchmarks.results.metrics import METRICS
+from benchmarks.results.metrics import METRICS, OPERATORS
 from benchmarks.results.stats import TABLE_METRICS, within_noise
 
 MIN_CHANGE = 0.10  # asv compare's default factor (1.1): a smaller change is never called beyond noise
@@ -36,12 +36,6 @@ NOISE_METHOD = (
     "bootstrap over repeats: each run's repeats resampled 4,000 times, the 95% interval of the difference of "
     "medians; beyond noise when it leaves out 0 and the change is at least {floor:.0%}"
 )
-_OPS: dict[str, Callable[[float, float], bool]] = {
-    "<=": operator.le,
-    ">=": operator.ge,
-    "<": operator.lt,
-    ">": operator.gt,
-}
 _LIMIT = re.compile(r"^\s*([a-z0-9_]+)\s*(<=|>=|<|>)\s*([-+]\d+(?:\.\d+)?)\s*%\s*$", re.IGNORECASE)
 MACHINE_KEYS = ("cpu_model", "cores", "memory_gb", "platform")
 SETTING_KEYS = ("profile", "target_settings", "scenarios", "load_workers", "path_override", "database")
@@ -59,7 +53,7 @@ class Limit:
         return f"{self.metric}{self.op}{self.pct:+g}%"
 
     def breached(self, change_pct: float) -> bool:
-        return _OPS[self.op](change_pct, self.pct)
+        return OPERATORS[self.op](change_pct, self.pct)
 
 
 def parse_limit(text: str) -> Limit:

@@ -9,6 +9,7 @@ direction, so it comes from the run's files like any measured number.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +18,14 @@ import pandas as pd
 from benchmarks.results.load import RunData
 from benchmarks.results.path import on_reference_path
 from benchmarks.results.stats import Estimate
+
+# How a limit on a metric reads (a threshold `latency_p99_ms<50`, a comparison's `rps<-10%`).
+OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    "<=": operator.le,
+    ">=": operator.ge,
+    "<": operator.lt,
+    ">": operator.gt,
+}
 
 HIGHER, LOWER = "higher", "lower"
 

@@ -10,9 +10,8 @@ benchmarks/cli/run.py), one line per breach, after every file is written.
 from __future__ import annotations
 
 import math
-import operator
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,8 @@ import pandas as pd
 from benchmarks.errors import ConnbenchError
 from benchmarks.results import fmt
 from benchmarks.results.load import read_summary
-from benchmarks.results.metrics import METRICS
+from benchmarks.results.metrics import METRICS, OPERATORS
 
-OPERATORS: dict[str, Callable[[float, float], bool]] = {
-    "<=": operator.le,
-    ">=": operator.ge,
-    "<": operator.lt,
-    ">": operator.gt,
-}
 _EXPR = re.compile(r"^\s*([a-z0-9_]+)\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?)\s*$", re.IGNORECASE)
 
 
