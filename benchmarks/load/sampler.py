@@ -80,6 +80,10 @@ class Sample:
     processes: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> (rss MB, cpu s)
     db_up: bool = True
 
+    def as_dict(self) -> dict[str, Any]:
+        """The polled figures as the summary's arithmetic reads them (benchmarks/results/summary.py)."""
+        return {"t": self.t, "connections": self.connections, "sessions": self.sessions, "db_up": self.db_up}
+
 
 class Sampler:
     """Polls in a background thread until stopped; survives database restarts (reconnects, marks gaps)."""

@@ -207,7 +207,7 @@ def shutdown_metrics(
     if signalled is None:
         return {}
     target = get_target(target_id)
-    sdicts = [{"t": s.t, "connections": s.connections, "db_up": s.db_up} for s in samples]
+    sdicts = [s.as_dict() for s in samples]
     # PgBouncer keeps its server connections (they carry the last client's application_name): not the target's.
     release = release_seconds(pg, target.conn_key, signalled, sdicts, wait=not target.via_pgbouncer)
     logged = shutdown_logged(pg, None if is_user_target(target) else target.id, signalled)

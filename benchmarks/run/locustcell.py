@@ -81,10 +81,6 @@ class LocustKind(CellKind):
         return run_locust_cell(self, cell, ctx)
 
 
-def _samples_as_dicts(samples: list[Sample]) -> list[dict[str, Any]]:
-    return [{"t": s.t, "connections": s.connections, "sessions": s.sessions, "db_up": s.db_up} for s in samples]
-
-
 def run_locust_cell(kind: LocustKind, cell: Cell, ctx: CellContext) -> CellResult:
     sc, target = cell.scenario, get_target(cell.target)
     raw, pg, live = ctx.raw, ctx.pg, ctx.live
@@ -232,7 +228,7 @@ def summarize(
     t0 = float((locust_out / "started").read_text())
     start = final["measure_start"] or t0
     measure_s = final["stopped"] - start
-    sdicts = _samples_as_dicts(samples)
+    sdicts = [s.as_dict() for s in samples]
     errors = final["errors"]
     row.update(
         measure_s=round(measure_s, 3),

@@ -189,7 +189,7 @@ def run_cold_start_cell(cell: Cell, ctx: CellContext) -> CellResult:
     if stats is not None:
         (raw / "stats.json").write_text(json.dumps(stats, indent=1))
 
-    sdicts = [{"t": s.t, "connections": s.connections, "sessions": s.sessions, "db_up": s.db_up} for s in samples]
+    sdicts = [s.as_dict() for s in samples]
     ms = sorted(s.ms for s in shots)
     errors: dict[str, int] = {}
     for s in shots:
