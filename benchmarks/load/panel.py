@@ -6,7 +6,7 @@
   of panel.js (per target: connections total, active and idle under max_connections, sessions opened/s);
 - `/connbench`, a page of its own with the same charts and table, linked from the UI's corner;
 - `/connbench/connections` (the latest reading), `/connbench/history` (the readings since the test
-  started) as JSON, and `/connbench/history.csv`, listed under Locust's "Download Data".
+  started, from the last one before it) as JSON, and `/connbench/history.csv`, listed under Locust's "Download Data".
 A background greenlet polls PostgreSQL once a second with the sampler's own queries (benchmarks.load.sampler, the
 code `connbench run` uses): per target (application_name `connbench:<target-id>`) the connections that are
 open, active and idle, and for the `connbench` database the sessions opened per second (PostgreSQL counts
@@ -185,6 +185,13 @@ class ConnectionMonitor:
 
     def snapshot(self) -> dict[str, Any]:
         return self._snapshot
+
+    def restart_history(self) -> None:
+        """A new test's history starts from the last reading before it, so a climb in its first second shows."""
+        last = self.history[-1] if self.history else None
+        self.history.clear()
+        if last is not None:
+            self.history.append(last)
 
     def history_json(self) -> dict[str, Any]:
         return {"max_connections": self.max_connections, "fields": HISTORY_FIELDS, "samples": list(self.history)}
@@ -398,7 +405,7 @@ def register(environment: Any) -> ConnectionMonitor | None:
     ]
 
     greenlet = gevent.spawn(monitor.run_forever, gevent.sleep)
-    environment.events.test_start.add_listener(lambda **_kw: monitor.history.clear())
+    environment.events.test_start.add_listener(lambda **_kw: monitor.restart_history())
 
     def stop(**_kw: Any) -> None:
         monitor.stop()

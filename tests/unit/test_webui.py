@@ -65,3 +65,15 @@ def test_errors_by_cause_and_the_history_as_csv():
     assert total["users"] == 2 and total["requests"] == 40 and total["sessions"] == "3.5"
     assert row["target"] == "leaky-asyncpg" and row["total"] == 7 and row["requests"] == 40
     assert row["sessions"] == "1.25" and row["errors"] == "TooManyConnectionsError 3"
+
+
+def test_a_new_tests_history_starts_from_the_last_reading_before_it():
+    # A leak can reach the cap within the first second; the reading before the start keeps the climb visible.
+    monitor = ConnectionMonitor("postgresql://127.0.0.1:1/postgres", ["leaky-asyncpg"])
+    for t, total in ((1.0, 94), (2.0, 0)):
+        monitor.history.append({"t": t, "sessions_per_s": 0.0, "targets": {"leaky-asyncpg": [total, 0, total, 0, 0]}})
+    monitor.restart_history()
+    assert [s["t"] for s in monitor.history_json()["samples"]] == [2.0]
+    monitor.history.clear()
+    monitor.restart_history()
+    assert monitor.history_json()["samples"] == []
