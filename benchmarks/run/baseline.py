@@ -23,7 +23,7 @@ from benchmarks.stack.procs import free_port, stop_process
 
 WORLD_SCRIPT = "\\set id random(1, 10000)\nSELECT id, randomnumber FROM world WHERE id = :id;\n"
 WRK_TARGET = "pool-eager-asyncpg"
-SECONDS = {"smoke": 2, "quick": 3}  # per pgbench/wrk run, within the profile's time goal; others: 5
+SECONDS = {"smoke": 1, "quick": 3}  # per pgbench/wrk run, within the profile's time goal; others: 5
 
 
 def seconds_for(profile: str) -> int:
