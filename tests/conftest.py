@@ -64,3 +64,16 @@ def serve(dsn_for):
             return stack.enter_context(start_target(target_id, dsn or dsn_for(target_id), **kw))
 
         yield start
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory):
+    """The whole smoke profile as a user runs it (`connbench run --profile smoke`, the baseline included, no
+    report), once for the session: the report's tests, the pool-size and slow-work checks and the SIGKILL
+    scenario's all read this one run folder."""
+    from helpers import run_connbench
+
+    out = tmp_path_factory.mktemp("smoke-profile") / "run"
+    proc = run_connbench("run", "--profile", "smoke", "--out", str(out), "--no-report", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out

@@ -33,13 +33,15 @@ def run_scenario(tmp_path_factory: pytest.TempPathFactory, scenario: str, target
     return out
 
 
-def summary(out: Path) -> pd.DataFrame:
-    return pd.read_csv(out / "summary.csv").set_index("target")
+def summary(out: Path, scenario: str | None = None) -> pd.DataFrame:
+    s = pd.read_csv(out / "summary.csv")
+    return (s[s["scenario"] == scenario] if scenario else s).set_index("target")
 
 
-def events(out: Path, target: str) -> list[str]:
+def events(out: Path, target: str, scenario: str | None = None) -> list[str]:
     ts = pd.read_csv(out / "timeseries.csv")
-    return [e for e in ts.loc[ts["target"] == target, "event"].dropna() for e in e.split(";")]
+    mine = (ts["target"] == target) & ((ts["scenario"] == scenario) if scenario else True)
+    return [e for e in ts.loc[mine, "event"].dropna() for e in e.split(";")]
 
 
 # -- db-restart ----------------------------------------------------------------------------------------
@@ -120,8 +122,8 @@ def shutdown(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def shutdown_kill(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return run_scenario(tmp_path_factory, "shutdown-kill", ["pool-eager-asyncpg"])
+def shutdown_kill(smoke_run: Path) -> Path:
+    return smoke_run  # the smoke profile kills pool-eager-asyncpg (the session's run, conftest.py)
 
 
 def test_sigterm_logs_the_exit_and_releases_every_connection(shutdown: Path) -> None:
@@ -134,8 +136,8 @@ def test_sigterm_logs_the_exit_and_releases_every_connection(shutdown: Path) -> 
 
 
 def test_sigkill_runs_no_hook_and_loses_in_flight_requests(shutdown_kill: Path) -> None:
-    row = summary(shutdown_kill).loc["pool-eager-asyncpg"]
-    assert "sigkill" in events(shutdown_kill, "pool-eager-asyncpg")
+    row = summary(shutdown_kill, "shutdown-kill").loc["pool-eager-asyncpg"]
+    assert "sigkill" in events(shutdown_kill, "pool-eager-asyncpg", "shutdown-kill")
     assert row["target_exit"] == -9
     assert not row["shutdown_logged"]
     assert 0 <= row["release_s"] < 10  # the kernel closes the sockets; PostgreSQL notices

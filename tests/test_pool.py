@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import run_connbench, start_target
+from helpers import start_target
 
 from benchmarks.errors import ConnbenchError
 from benchmarks.load.targetstats import conn_wanted, timing_columns, window_histogram
@@ -112,12 +112,11 @@ def test_every_target_reports_acquire_and_query_times(target_id: str, dsn_for) -
 
 # -- the scenarios on the embedded stack ---------------------------------------------------------------
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
-    out = tmp_path_factory.mktemp("pool") / "run"
-    proc = run_connbench("run", "--profile", "smoke", "--scenarios", "pool-size,slow-work", "--targets",
-                         SMOKE_TARGET, "--out", str(out), "--no-baseline", "--no-report", timeout=300)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = pd.read_csv(out / "summary.csv")
+def smoke(smoke_run: Path) -> pd.DataFrame:
+    """The pool-size and slow-work cells of the session's smoke profile run (conftest.py)."""
+    summary = pd.read_csv(smoke_run / "summary.csv")
+    summary = summary[summary["scenario"].isin(["pool-size", "slow-work"])]
+    assert set(summary["target"]) == {SMOKE_TARGET}, summary["target"]
     assert summary["valid"].all(), summary[["cell_id", "invalid_reason"]]
     return summary
 

@@ -1,8 +1,8 @@
 """The report: a real smoke run, the notebook executed headless through `connbench report`, and the loader.
 
-The smoke run is produced once per module by `connbench run --profile smoke`, the whole profile as a user
-runs it. A synthetic run folder (written here, no database) covers what a smoke run lacks: several load levels,
-repeats with bootstrap intervals, invalid cells and every fault scenario.
+The smoke run is produced once per session by `connbench run --profile smoke` (conftest.py), the whole
+profile as a user runs it. A synthetic run folder (written here, no database) covers what a smoke run lacks:
+several load levels, repeats with bootstrap intervals, invalid cells and every fault scenario.
 """
 
 from __future__ import annotations
@@ -31,11 +31,8 @@ REPORT_TIMEOUT = 240
 
 # -- fixtures ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def smoke_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("report") / "smoke-run"
-    proc = run_connbench("run", "--profile", "smoke", "--out", str(out), "--no-report", timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+def smoke_dir(smoke_run: Path) -> Path:
+    return smoke_run  # the session's smoke profile run (conftest.py)
 
 
 @pytest.fixture(scope="module")
