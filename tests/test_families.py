@@ -42,7 +42,7 @@ from targets.yours import registry_from_json, run_registry, to_json, url_targets
 POOL_MAX = 10
 FAMILY_TARGETS = {
     "prisma": ["prisma-global", "prisma-connect", "prisma-per-request", "prisma-leaky"],
-    "worker": ["worker-global", "worker-per-request"],
+    "worker": ["worker-global", "worker-per-request", "worker-pgbouncer"],
 }
 
 

@@ -1,6 +1,7 @@
 // The worker family: the seed's Cloudflare Worker (Prisma 7 + @prisma/adapter-pg over a pg Pool) on
 // workerd, serving the HTTP contract (targets/contract.py). worker-global keeps the client in a module-level
-// variable and reuses it across requests, as the seed did; worker-per-request creates one per request.
+// variable and reuses it across requests, as the seed did; worker-per-request creates one per request, and
+// worker-pgbouncer does the same through a PgBouncer next to it (what Hyperdrive does for a Worker).
 //
 // workerd runs this module in one isolate: the counters below are module-level state of that isolate
 // (requests may run concurrently in it; workerd may evict and re-create an isolate, which resets them).
@@ -61,7 +62,7 @@ async function db(url: URL, env: Env, ctx: Ctx, s: Stats): Promise<Response> {
     return jsonResponse(badRequestBody(err as BadRequest), 400);
   }
   s.requests += 1;
-  const perRequest = env.CONNBENCH_TARGET === "worker-per-request";
+  const perRequest = env.CONNBENCH_TARGET !== "worker-global"; // worker-per-request, worker-pgbouncer
   const client = perRequest ? newClient(env) : (globalClient ??= newClient(env));
   const id = randomWorldId();
   const { workMs, hold } = params;
