@@ -6,6 +6,7 @@
 - lazy_eager: lazy or eager connect
 - leaks: a client per call never closed
 - pooler: replicas × pool against the cap, PgBouncer, the connection path
+- hyperdrive: a pooler next to the Worker against its client per request straight across the distance
 - shutdown: SIGTERM and SIGKILL
 - pool_size: how big a pool should be
 - capacity: the open model, the capacity search and slow work
