@@ -16,7 +16,6 @@ import pandas as pd
 from benchmarks.results.findings import (
     capacity,
     cost,
-    hyperdrive,
     lazy_eager,
     leaks,
     pool_size,
@@ -49,7 +48,6 @@ QUESTIONS = [
     Question("Lazy or eager connect?", FAULTS, lazy_eager.answer),
     Question("What does a client created per call and never closed do?", FAULTS, leaks.answer),
     Question("What does a pooler change, and where should it sit?", PATH, pooler.answer),
-    Question("Does a pooler next to the Worker give Hyperdrive's saving?", PATH, hyperdrive.answer),
     Question("What happens on shutdown?", FAULTS, shutdown.answer),
     Question("How big should the pool be?", POOL_SIZE, pool_size.answer),
     Question("How many requests per second does each strategy serve within the SLO?", OPEN_MODEL, capacity.answer),
