@@ -16,6 +16,7 @@ import pandas as pd
 from benchmarks.results.findings import (
     capacity,
     cost,
+    hyperdrive,
     lazy_eager,
     leaks,
     pool_size,
@@ -51,6 +52,7 @@ QUESTIONS = [
     Question("What happens on shutdown?", FAULTS, shutdown.answer),
     Question("How big should the pool be?", POOL_SIZE, pool_size.answer),
     Question("How many requests per second does each strategy serve within the SLO?", OPEN_MODEL, capacity.answer),
+    Question("Does a pooler next to the Worker give Hyperdrive's saving?", PATH, hyperdrive.answer),
 ]
 
 CLAIMS = [

@@ -21,6 +21,7 @@ from benchmarks.errors import ConnbenchError
 from benchmarks.results import compare as C
 from benchmarks.results import summary_json
 from benchmarks.results.load import load_run
+from benchmarks.results.questions import CLAIMS, QUESTIONS
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "tests" / "data" / "compare"
@@ -78,7 +79,7 @@ def test_the_schema_rejects_a_summary_without_its_version(schema: dict) -> None:
 def test_an_answer_key_has_its_metric_unit_and_interval() -> None:
     data = json.loads((BASE / "summary.json").read_text())
     answers = {a["id"]: a for a in data["answers"]}
-    assert len(answers) == 13  # 8 questions, 5 claims, answered or not
+    assert len(answers) == len(QUESTIONS) + len(CLAIMS)  # answered or not
     # a steady run of one target answers no question: each says so with a null answer and key
     assert all(a["answer"] is None and a["key"] is None for a in answers.values())
 

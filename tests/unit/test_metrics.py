@@ -62,12 +62,17 @@ def test_an_estimate_is_the_median_of_the_valid_repeats_with_its_interval(ref: R
     assert served is not None and rps is not None and served.value < rps.value
 
 
+NEWER_THAN_REFERENCE = {"Does a pooler next to the Worker give Hyperdrive's saving?": "worker-pgbouncer"}
+
+
 def test_every_question_and_claim_is_answered_from_the_reference_run(ref: RunData) -> None:
     for registry in (Q.QUESTIONS, Q.CLAIMS):
         table = Q.answers(ref, registry)
         assert len(table) == len(registry)
         missing = table[table["answer"].str.contains("Not measured")]
-        assert missing.empty, missing[["question", "answer"]]
+        # a question newer than the reference run may lack its cells there, and only for want of its target
+        newer = {q: t for q, t in NEWER_THAN_REFERENCE.items() if t not in set(ref.summary["target"])}
+        assert set(missing["question"]) <= set(newer), missing[["question", "answer"]]
 
 
 def test_the_settings_a_sentence_quotes_come_from_the_run(tmp_path: Path, ref: RunData) -> None:
