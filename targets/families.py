@@ -55,7 +55,7 @@ DOCKER_KEYS = {"stage"}
 # server.crt, in a folder of its own). A family whose client verifies certificates has no `sslmode=require`
 # without verification, so its `ca_command` (with `{ca_dir}`: that folder) trusts the certificate instead.
 DB_CA_ENV = "CONNBENCH_DB_CA"
-STRATEGY_KEYS = {"summary", "session_per_request", "via_pgbouncer"}
+STRATEGY_KEYS = {"summary", "session_per_request", "via_pgbouncer", "driver"}
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,8 @@ def _manifest_targets(where: str, name: str, driver: str, data: dict[str, Any]) 
         _check_keys(f"{where} [strategies.{strategy}]", table, STRATEGY_KEYS)
         tid = f"{name}-{strategy}"
         summary, spr = str(table.get("summary", "")), bool(table.get("session_per_request", False))
-        targets.append(Target(tid, tid, driver, summary, bool(table.get("via_pgbouncer", False)), spr, name))
+        pgb, own_driver = bool(table.get("via_pgbouncer", False)), str(table.get("driver", driver))
+        targets.append(Target(tid, tid, own_driver, summary, pgb, spr, name))
     return targets
 
 

@@ -14,12 +14,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psycopg
@@ -30,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 # `python -m benchmarks.cli` is the `connbench` console script without depending on PATH.
 CONNBENCH = [sys.executable, "-m", "benchmarks.cli"]
 TEMP_PREFIXES = ("connbench-pg-", "connbench-pgb-")
+T = TypeVar("T")
 
 
 # -- waiting -------------------------------------------------------------------------------------------
@@ -82,6 +84,27 @@ def count_by_database(admin_dsn: str, datname: str = "connbench") -> int:
 def sessions(admin_dsn: str, datname: str = "connbench") -> int:
     """pg_stat_database.sessions: sessions ever established to `datname` (counted when they start)."""
     return query(admin_dsn, "SELECT sessions FROM pg_stat_database WHERE datname = %s", [datname])[0][0]
+
+
+def peak_connections(admin_dsn: str, target_id: str, work: Callable[[], T]) -> tuple[T, int]:
+    """Runs `work()` while counting the target's connections every 20 ms: (what it returned, the peak)."""
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, target_connections(admin_dsn, target_id))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        result = work()
+    finally:
+        done.set()
+        sampler.join()
+    return result, peak
 
 
 def max_connections(admin_dsn: str) -> int:

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from helpers import (
     REPO,
+    peak_connections,
     query,
     run_connbench,
     sessions,
@@ -43,6 +44,7 @@ POOL_MAX = 10
 FAMILY_TARGETS = {
     "prisma": ["prisma-global", "prisma-connect", "prisma-per-request", "prisma-leaky"],
     "worker": ["worker-global", "worker-per-request", "worker-pgbouncer"],
+    "node": ["node-pg-pool", "node-pg-client", "node-postgres-js"],
 }
 
 
@@ -74,8 +76,9 @@ def test_registry_has_every_family_target() -> None:
     for family, ids in FAMILY_TARGETS.items():
         assert [t for t, x in TARGETS.items() if x.family == family] == ids
         for tid in ids:
-            assert TARGETS[tid].strategy == tid and TARGETS[tid].driver == "pg"
-    assert {t.family for t in TARGETS.values()} >= {"python", "prisma", "worker"}
+            assert TARGETS[tid].strategy == tid
+            assert TARGETS[tid].driver == ("postgres.js" if tid == "node-postgres-js" else "pg")
+    assert {t.family for t in TARGETS.values()} >= {"python", "prisma", "worker", "node"}
     assert TARGETS["prisma-per-request"].session_per_request and not TARGETS["prisma-global"].session_per_request
 
 
@@ -110,11 +113,13 @@ def test_the_registry_is_built_once_and_a_run_with_user_targets_gets_its_own() -
 def test_node_families_share_their_contract_from_one_folder_that_is_no_family() -> None:
     shared = REPO / "targets" / "node-shared" / "contract.ts"
     assert shared.is_file() and "node-shared" not in families.FAMILIES
-    for name in ("prisma", "worker"):
+    for name in ("prisma", "worker", "node"):
         family = families.FAMILIES[name]
-        assert "../node-shared/contract.ts" in family.inputs  # a change rebuilds both
+        assert "../node-shared/contract.ts" in family.inputs  # a change rebuilds every one
         source = next((family.path / "src").glob("*.ts")).read_text()
         assert 'from "../../node-shared/contract.ts"' in source
+        # the Node families share their HTTP server too; workerd has its own fetch handler
+        assert ('from "../../node-shared/server.ts"' in source) == (family.runtime == "node")
     assert not list((REPO / "targets").glob("*/src/contract.ts"))
 
 
@@ -292,22 +297,9 @@ def test_prisma_per_request_opens_a_session_per_request(pg) -> None:
 
 def test_prisma_global_stays_within_its_pool_under_32_concurrent_requests(pg) -> None:
     with start_target("prisma-global", pg.dsn) as t:
-        peak = 0
-        done = threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            while not done.is_set():
-                peak = max(peak, target_connections(pg.admin_dsn, "prisma-global"))
-                time.sleep(0.02)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        try:
-            responses = [r for _ in range(3) for r in t.burst(32)]
-        finally:
-            done.set()
-            sampler.join()
+        responses, peak = peak_connections(
+            pg.admin_dsn, "prisma-global", lambda: [r for _ in range(3) for r in t.burst(32)]
+        )
         assert statuses(responses) == Counter({200: 96})
         stats = t.stats()
         assert 1 <= stats["connections_opened"] <= POOL_MAX

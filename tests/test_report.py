@@ -275,6 +275,8 @@ def test_each_answer_is_one_short_sentence_with_its_key_number() -> None:
     run = R.load_run(REFERENCE)
     for registry in (Q.QUESTIONS, Q.CLAIMS):
         for r in Q.answers(run, registry).itertuples():
+            if r.answer.startswith("*Not measured"):
+                continue  # which questions may go unmeasured in the reference: tests/unit/test_metrics.py
             words = r.answer.split()
             assert len(words) <= MAX_WORDS, f"{r.question}: {len(words)} words: {r.answer}"
             assert r.answer.endswith(".") and ". " not in r.answer, f"{r.question}: not one sentence: {r.answer}"

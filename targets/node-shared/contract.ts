@@ -1,7 +1,7 @@
-// The runtime-neutral half of the HTTP contract (targets/contract.py), shared by the prisma (Node) and worker
-// (workerd) families: settings, counters, histograms, error bodies. No Node or Workers API in here but
-// AsyncLocalStorage, which both offer (workerd with nodejs_compat). No package imports either: each family
-// bundles its own pg, and Prisma's adapter checks `instanceof` its pg's Pool.
+// The runtime-neutral half of the HTTP contract (targets/contract.py), shared by the Node families (prisma,
+// node) and the worker (workerd) family: settings, counters, histograms, error bodies. No Node or Workers API
+// in here but AsyncLocalStorage, which both offer (workerd with nodejs_compat). No package imports either:
+// each family bundles its own pg, and Prisma's adapter checks `instanceof` its pg's Pool.
 import { AsyncLocalStorage } from "node:async_hooks";
 
 export const WORLD_ROWS = 10_000;
@@ -78,19 +78,26 @@ const currentRequest = new AsyncLocalStorage<RequestTiming>();
 type Checkout = (err: Error | undefined, client?: unknown, release?: unknown) => void;
 type PoolClass = new (...args: any[]) => { connect(callback?: Checkout): any };
 
+// Starts timing one acquisition of a connection (waiting for a free one or opening one) for the request
+// running now; the returned function, called once it succeeded (`at`: when, if not now), counts it in that
+// request's acquire_ms. Outside a request (the exit hook) it counts nothing.
+export function startAcquire(): (at?: number) => void {
+  const request = currentRequest.getStore();
+  const asked = performance.now();
+  return (at = performance.now()) => {
+    if (request === undefined) return;
+    const ms = at - asked;
+    request.acquireMs += ms;
+    request.stats.record(request.stats.acquireMs, ms);
+  };
+}
+
 // A subclass of pg's Pool (pass the family's own pg.Pool) whose successful checkouts, waiting for a free
 // client or opening a connection, count in acquire_ms of the request that made them.
 export function timedPool<P extends PoolClass>(Pool: P): P {
   return class TimedPool extends Pool {
     connect(callback?: Checkout): any {
-      const request = currentRequest.getStore();
-      const asked = performance.now();
-      const acquired = () => {
-        if (request === undefined) return; // not for a request (the exit hook)
-        const ms = performance.now() - asked;
-        request.acquireMs += ms;
-        request.stats.record(request.stats.acquireMs, ms);
-      };
+      const acquired = startAcquire();
       if (callback) {
         return super.connect((err, client, release) => {
           if (!err) acquired();
