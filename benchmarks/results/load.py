@@ -24,6 +24,7 @@ from benchmarks.results.summary import (
     SUMMARY_COLUMNS,
     TIMESERIES_COLUMNS,
 )
+from targets.registry import BUILT_IN
 
 MAIN_SCENARIO = "steady"  # the load scenario the throughput/latency figures and the findings table use
 OPEN_SCENARIO = "arrival"  # the open-model scenario: requests due at a rate
@@ -224,6 +225,11 @@ def with_params(summary: pd.DataFrame) -> pd.DataFrame:
     params = [json.loads(p) if isinstance(p, str) and p.strip() else {} for p in summary["params"]]
     extra = pd.DataFrame(params, index=summary.index)
     return summary.join(extra[[c for c in extra.columns if c not in summary.columns]])
+
+
+def family_of(target: str) -> str:
+    """The family of a target of connbench's registry; "yours" for any other (a user's service)."""
+    return BUILT_IN[target].family if target in BUILT_IN else "yours"
 
 
 def first_param(run: RunData, scenario: str, key: str) -> Any:

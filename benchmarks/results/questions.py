@@ -16,6 +16,7 @@ import pandas as pd
 from benchmarks.results.findings import (
     capacity,
     cost,
+    frameworks,
     hyperdrive,
     lazy_eager,
     leaks,
@@ -42,6 +43,7 @@ PATH = "The connection path: distance, TLS and where the pooler sits"
 CONNECTIONS = "Connections PostgreSQL sees"
 POOL_SIZE = "How big should the pool be"
 OPEN_MODEL = "Requests that arrive at a rate (open model)"
+FAMILIES = "The framework families: SQLAlchemy, Django, node-postgres and postgres.js"
 
 QUESTIONS = [
     Question("What does a connection cost?", TIME_SPLIT, cost.answer),
@@ -53,6 +55,10 @@ QUESTIONS = [
     Question("How big should the pool be?", POOL_SIZE, pool_size.answer),
     Question("How many requests per second does each strategy serve within the SLO?", OPEN_MODEL, capacity.answer),
     Question("Does a pooler next to the Worker give Hyperdrive's saving?", PATH, hyperdrive.answer),
+    Question("SQLAlchemy behind PgBouncer: NullPool or QueuePool?", FAMILIES, frameworks.sqlalchemy),
+    Question("What does pool_pre_ping cost?", FAMILIES, frameworks.pre_ping),
+    Question("Django: CONN_MAX_AGE=0, persistent connections or the 5.1 pool?", FAMILIES, frameworks.django),
+    Question("node-postgres Pool, a client per request, or postgres.js?", FAMILIES, frameworks.node),
 ]
 
 CLAIMS = [

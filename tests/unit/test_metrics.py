@@ -62,7 +62,13 @@ def test_an_estimate_is_the_median_of_the_valid_repeats_with_its_interval(ref: R
     assert served is not None and rps is not None and served.value < rps.value
 
 
-NEWER_THAN_REFERENCE = {"Does a pooler next to the Worker give Hyperdrive's saving?": "worker-pgbouncer"}
+NEWER_THAN_REFERENCE = {
+    "Does a pooler next to the Worker give Hyperdrive's saving?": "worker-pgbouncer",
+    "SQLAlchemy behind PgBouncer: NullPool or QueuePool?": "sqlalchemy-null-pgbouncer",
+    "What does pool_pre_ping cost?": "sqlalchemy-pre-ping",
+    "Django: CONN_MAX_AGE=0, persistent connections or the 5.1 pool?": "django-pool",
+    "node-postgres Pool, a client per request, or postgres.js?": "node-pg-client",
+}
 
 
 def test_every_question_and_claim_is_answered_from_the_reference_run(ref: RunData) -> None:
