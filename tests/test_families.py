@@ -45,7 +45,15 @@ FAMILY_TARGETS = {
     "prisma": ["prisma-global", "prisma-connect", "prisma-per-request", "prisma-leaky"],
     "worker": ["worker-global", "worker-per-request", "worker-pgbouncer"],
     "node": ["node-pg-pool", "node-pg-client", "node-postgres-js"],
+    "sqlalchemy": [
+        "sqlalchemy-queue",
+        "sqlalchemy-pre-ping",
+        "sqlalchemy-null",
+        "sqlalchemy-null-pgbouncer",
+        "sqlalchemy-queue-pgbouncer",
+    ],
 }
+OWN_DRIVER = {"node-postgres-js": "postgres.js"}  # a strategy whose driver is not its family's
 
 
 def statuses(responses: list[httpx.Response]) -> Counter:
@@ -77,8 +85,8 @@ def test_registry_has_every_family_target() -> None:
         assert [t for t, x in TARGETS.items() if x.family == family] == ids
         for tid in ids:
             assert TARGETS[tid].strategy == tid
-            assert TARGETS[tid].driver == ("postgres.js" if tid == "node-postgres-js" else "pg")
-    assert {t.family for t in TARGETS.values()} >= {"python", "prisma", "worker", "node"}
+            assert TARGETS[tid].driver == OWN_DRIVER.get(tid, families.FAMILIES[family].driver)
+    assert {t.family for t in TARGETS.values()} >= {"python", *FAMILY_TARGETS}
     assert TARGETS["prisma-per-request"].session_per_request and not TARGETS["prisma-global"].session_per_request
 
 
@@ -212,9 +220,12 @@ def test_without_node_the_families_are_not_runnable_and_the_rest_runs(path_witho
     out = run_connbench("targets", env={"PATH": path_without_node, "COLUMNS": "250"})
     assert out.returncode == 0, out.stderr
     rows = {line.split("│")[1].strip(): line for line in out.stdout.splitlines() if line.count("│") > 3}
-    for ids in FAMILY_TARGETS.values():
+    for family, ids in FAMILY_TARGETS.items():
         for tid in ids:
-            assert "no: node is not installed" in rows[tid], rows[tid]
+            if families.FAMILIES[family].runtime == "python":
+                assert "│ yes" in rows[tid], rows[tid]
+            else:
+                assert "no: node is not installed" in rows[tid], rows[tid]
     assert "│ yes" in rows["pool-eager-asyncpg"]
     port = str(free_port())
     served = run_connbench("serve", "prisma-global", "--port", port, "--dsn", pg.dsn, env={"PATH": path_without_node})
