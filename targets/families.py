@@ -4,7 +4,8 @@ A manifest says what the family needs on this machine (`requires`: executables o
 (`[build]`: an `install` command run in the folder when its `install_inputs` change, e.g. `npm ci` from the
 lockfile, then the `steps`, once per change of the hash of all inputs; the result is cached under the
 folder's `build/`), how to start one target (`[serve] command`, exec'd in the folder with
-`{host}` and `{port}` filled in and CONNBENCH_* in the environment, so signals reach the target itself;
+`{host}`, `{port}` and `{python}` (the interpreter running connbench) filled in and CONNBENCH_* in the
+environment, so signals reach the target itself;
 `ca_command` instead while connbench's PostgreSQL speaks TLS, see DB_CA_ENV; or `[serve] app`, an ASGI app
 factory `connbench serve` runs with uvicorn in its own process), which targets it has (`[strategies.<name>]`
 tables: the target id is `<family>-<name>`; or `targets = "module:function"`, a function of the family's
@@ -313,7 +314,9 @@ def serve(target: Target, dsn: str, host: str, port: int, workers: int, log_leve
     }
     ca = os.environ.get(DB_CA_ENV, "")
     command = family.ca_command if ca and family.ca_command else family.command
-    argv = [part.format(host=host, port=port, ca_dir=os.path.dirname(ca)) for part in command]
+    # {python}: the interpreter running connbench (the venv's), whether or not its bin/ is on PATH.
+    fill = {"host": host, "port": port, "ca_dir": os.path.dirname(ca), "python": sys.executable}
+    argv = [part.format(**fill) for part in command]
     os.chdir(family.path)
     sys.stdout.flush()
     sys.stderr.flush()

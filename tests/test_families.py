@@ -52,6 +52,7 @@ FAMILY_TARGETS = {
         "sqlalchemy-null-pgbouncer",
         "sqlalchemy-queue-pgbouncer",
     ],
+    "django": ["django-per-request", "django-persistent", "django-pool", "django-per-request-pgbouncer"],
 }
 OWN_DRIVER = {"node-postgres-js": "postgres.js"}  # a strategy whose driver is not its family's
 
