@@ -25,6 +25,7 @@ from benchmarks.run.scenario import load_profile
 from targets.registry import TARGETS
 
 CORE_FIGURES = ["throughput", "latency", "connections", "sessions"]
+FRAMEWORK_FAMILIES = ["sqlalchemy", "django", "node"]  # families.png draws these
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REPORT_TIMEOUT = 240
 
@@ -51,6 +52,8 @@ def expected_figures(run: R.RunData) -> set[str]:
         names.add("errors")
     if len(run.baseline) and run.baseline["tps"].notna().any():
         names.add("baseline")
+    if main["target"].map(R.family_of).isin(FRAMEWORK_FAMILIES).any():
+        names.add("families")
     if main[["acquire_p50_ms", "query_p50_ms"]].notna().all(axis=1).any():
         names.add("time-split")
     if not R.distance_aggregate(run).empty:
