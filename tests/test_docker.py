@@ -3,9 +3,11 @@
 Builds the debian:bookworm-slim base offline when it is missing (benchmarks/docker/debian-base.sh), then
 builds and starts the stack with no .env (an empty --env-file) under its own project name and ports, checks
 PostgreSQL, the extra CA in the images, the Locust UI started with its form's defaults (every
-target gets requests) and the panel's charts, asks every target for /db through its published port, runs a
-short headless matrix through the `bench` profile, and finally `down -v`, after which no container, network
-or volume of the project is left. Skipped, with the reason, where no Docker engine answers (.ci/run starts one).
+target gets requests) and the panel's charts, asks every target for /db through its published port, scales
+the Locust workers to three (`up --scale worker=3`) and compares one target's counts from Locust, each
+worker's network, the target and PostgreSQL, runs a short headless matrix through the `bench` profile, and
+finally `down -v`, after which no container, network or volume of the project is left. Skipped, with the
+reason, where no Docker engine answers (.ci/run starts one).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import httpx
 import psycopg
 import pytest
 from browser import Chromium, charts, find_chromium, start_with_form_defaults
-from helpers import wait_until
+from helpers import query, wait_until
 
+from benchmarks.results.summary import counts_agree
 from benchmarks.stack import compose
 from benchmarks.stack.procs import free_port
 from targets.registry import TARGETS
@@ -33,6 +36,8 @@ from targets.registry import TARGETS
 REPO = Path(__file__).resolve().parents[1]
 BASE_IMAGE = "debian:bookworm-slim"
 LOCAL_CAS = Path("/usr/local/share/ca-certificates")  # where Debian keeps a machine's own CAs
+SCALED_TARGET = "per-request-asyncpg"  # one session per request: PostgreSQL counts its requests too
+DB_REQUEST = "GET /db"  # the first bytes of every /db request: what the workers' iptables rules count
 
 
 def engine_problem() -> str | None:
@@ -213,6 +218,95 @@ def test_the_forms_defaults_load_every_target_and_the_panel_charts_them(stack, t
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE %s",
                          ("connbench:%leaky%",))  # fmt: skip
+
+
+def locust_report(stack: Stack) -> dict:
+    return httpx.get(stack.web_url + "/stats/requests", timeout=10).json()
+
+
+def worker_containers(stack: Stack) -> dict[str, int]:
+    """The worker containers' host names (Locust's worker ids start with them) and their processes' pids."""
+    ids = stack.compose("ps", "-q", "worker").stdout.split()
+    fmt = "{{.Config.Hostname}} {{.State.Pid}}"
+    out = subprocess.run(["docker", "inspect", "-f", fmt, *ids], capture_output=True, text=True, check=True).stdout
+    return {host: int(pid) for host, pid in (line.split() for line in out.splitlines())}
+
+
+def db_request_rule(pid: int, action: str) -> subprocess.CompletedProcess:
+    """Add (-A) or delete (-D) the rule counting the /db requests sent from the network namespace of `pid`.
+
+    Locust reports no request counts per worker; the worker's own network does (as in test_load_hosts.py).
+    """
+    rule = ["OUTPUT", "-p", "tcp", "--dport", "8000", "-m", "string", "--string", DB_REQUEST, "--algo", "bm",
+            "-j", "ACCEPT"]  # fmt: skip
+    return subprocess.run(["nsenter", "-t", str(pid), "-n", "iptables", action, *rule], capture_output=True, text=True)
+
+
+def db_requests_sent(pid: int) -> int:
+    out = subprocess.run(["nsenter", "-t", str(pid), "-n", "iptables", "-L", "OUTPUT", "-v", "-x", "-n"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    (line,) = [line for line in out.splitlines() if f'"{DB_REQUEST}"' in line]
+    return int(line.split()[0])
+
+
+def test_three_workers_share_a_swarm_and_the_counts_agree(stack):
+    """`up --scale worker=3` on the running stack: the master hands each worker its share of one target's
+    users, and Locust, the workers' network, the target's /stats and PostgreSQL count the same requests."""
+    users = 6  # two per worker
+    stats_url = f"http://127.0.0.1:{compose.host_port(SCALED_TARGET)}/stats"
+    admin = f"postgresql://postgres:connbench@127.0.0.1:{stack.env['PG_HOST_PORT']}/postgres"
+    sessions_sql = "SELECT sessions FROM pg_stat_database WHERE datname = 'connbench'"
+    scale = ("up", "-d", "--no-deps", "--no-recreate", "--scale")
+    containers: dict[str, int] = {}
+    try:
+        stack.compose(*scale, "worker=3", "worker", timeout=300)
+        wait_until(lambda: len(locust_report(stack)["workers"]) == 3, timeout=60, interval=0.5, what="3 workers")
+        containers = worker_containers(stack)
+        assert len(containers) == 3, containers
+        for pid in containers.values():
+            added = db_request_rule(pid, "-A")
+            assert added.returncode == 0, f"iptables in a worker's namespace: {added.stderr.strip()}"
+        served_before = httpx.get(stats_url, timeout=10).json()["requests"]
+        (sessions_before,) = query(admin, sessions_sql)[0]
+
+        form = {"user_count": users, "spawn_rate": users, "user_classes": [SCALED_TARGET]}
+        assert httpx.post(stack.web_url + "/swarm", data=form, timeout=30).json()["success"]
+
+        def every_worker_running_its_share() -> dict[str, int] | None:
+            report = locust_report(stack)
+            shares = {w["id"].split("_")[0]: w["user_count"] for w in report["workers"] if w["state"] == "running"}
+            return shares if sum(shares.values()) == users and len(shares) == 3 else None
+
+        shares = wait_until(every_worker_running_its_share, timeout=60, interval=0.5, what="users on 3 workers")
+        time.sleep(3)  # a few seconds of load
+        httpx.post(stack.web_url + "/stop", timeout=60)
+        # "stopped" once every worker has stopped, after its final report (sent before it says it stopped)
+        final = wait_until(lambda: (r := locust_report(stack))["state"] == "stopped" and r, timeout=60,
+                           interval=0.5, what="Locust stopped")  # fmt: skip
+        served = httpx.get(stats_url, timeout=10).json()["requests"] - served_before
+        sessions = query(admin, sessions_sql)[0][0] - sessions_before
+        sent = {host: db_requests_sent(pid) for host, pid in containers.items()}
+    finally:
+        httpx.post(stack.web_url + "/stop", timeout=60)
+        for pid in containers.values():
+            db_request_rule(pid, "-D")
+        stack.compose(*scale, "worker=1", "worker", timeout=300)
+        wait_until(lambda: len(locust_report(stack)["workers"]) == 1, timeout=60, interval=0.5, what="1 worker")
+
+    (row,) = [s for s in final["stats"] if s["name"] == f"{SCALED_TARGET} /db"]
+    figures = {"locust": row["num_requests"], "failures": row["num_failures"], "served": served,
+               "sessions": sessions, "users": shares, "sent": sent}  # fmt: skip
+    print(figures)
+    # the master's workers are the three containers, each ran its share of the users and sent requests
+    assert set(shares) == set(containers) and set(shares.values()) == {users // 3}, figures
+    assert all(n > 0 for n in sent.values()), figures
+    # the target served exactly what the workers' network carried (nothing else asks it for /db now) ...
+    assert sum(sent.values()) == served, figures
+    # ... and Locust and PostgreSQL agree with it, as a run's summary checks them
+    assert row["num_requests"] > 0 and row["num_failures"] == 0, figures
+    assert counts_agree(
+        row["num_requests"], served, sessions, users, TARGETS[SCALED_TARGET].session_per_request, row["num_failures"]
+    ), figures
 
 
 def test_bench_profile_writes_a_run_folder_into_the_hosts_results(stack):
