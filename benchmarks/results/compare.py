@@ -128,13 +128,18 @@ def _side(data: dict[str, Any], folder: Path) -> dict[str, Any]:
             "repeats": run.get("repeats"), "status": run.get("status")}  # fmt: skip
 
 
+NOT_SETTINGS = ("path",)  # where a scenario's file lay: the same scenario from another checkout is the same
+
+
 def _flat(value: Any, prefix: str) -> dict[str, Any]:
-    if isinstance(value, dict):
+    """Nested settings as dotted keys; an empty value (None, [], {}, "") as None, as a key a run lacks."""
+    if isinstance(value, dict) and value:
         out: dict[str, Any] = {}
         for k, v in value.items():
-            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+            if k not in NOT_SETTINGS:
+                out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
         return out
-    return {prefix: value}
+    return {prefix: value if value not in (None, [], {}, "") else None}
 
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -52,7 +52,7 @@ def test_every_metric_says_how_it_is_computed_its_unit_and_direction() -> None:
 def test_an_estimate_is_the_median_of_the_valid_repeats_with_its_interval(ref: RunData) -> None:
     e = M.estimate(ref, "latency_p50_ms", "steady", "pool-eager-asyncpg")
     cells = ref.summary[(ref.summary["scenario"] == "steady") & (ref.summary["target"] == "pool-eager-asyncpg")]
-    assert e is not None and e.n == int(cells["valid"].sum()) == 3
+    assert e is not None and e.n == int(cells["valid"].sum()) == 2  # quick: two repeats of steady
     assert e.value == cells.loc[cells["valid"], "latency_p50_ms"].median()
     assert e.lo <= e.value <= e.hi
     assert M.estimate(ref, "latency_p50_ms", "steady", "no-such-target") is None
@@ -62,13 +62,9 @@ def test_an_estimate_is_the_median_of_the_valid_repeats_with_its_interval(ref: R
     assert served is not None and rps is not None and served.value < rps.value
 
 
-NEWER_THAN_REFERENCE = {
-    "Does a pooler next to the Worker give Hyperdrive's saving?": "worker-pgbouncer",
-    "SQLAlchemy behind PgBouncer: NullPool or QueuePool?": "sqlalchemy-null-pgbouncer",
-    "What does pool_pre_ping cost?": "sqlalchemy-pre-ping",
-    "Django: CONN_MAX_AGE=0, persistent connections or the 5.1 pool?": "django-pool",
-    "node-postgres Pool, a client per request, or postgres.js?": "node-pg-client",
-}
+# A question newer than the reference run, with the target its answer needs (none today: the reference has
+# every question's cells); such a question may answer "Not measured" there.
+NEWER_THAN_REFERENCE: dict[str, str] = {}
 
 
 def test_every_question_and_claim_is_answered_from_the_reference_run(ref: RunData) -> None:
