@@ -179,8 +179,9 @@ def _row(cell: str, metric: str, a: dict[str, Any], b: dict[str, Any], floor: fl
             "repeats": [len(a["values"]), len(b["values"])]}  # fmt: skip
 
 
-def _answers(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
-    """The answers whose key number both runs have (same metric, scenario, target and variant)."""
+def _answers(old: dict[str, Any], new: dict[str, Any], floor: float = MIN_CHANGE) -> list[dict[str, Any]]:
+    """The answers whose key number both runs have (same metric, scenario, target and variant); beyond noise
+    when their intervals are apart and the change is at least `floor`, as for a cell."""
     keyed = {a["id"]: a for a in new["answers"] if a["key"]}
     out = []
     for a in old["answers"]:
@@ -192,7 +193,8 @@ def _answers(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
             continue
         ratio, change = _change(ka["value"], kb["value"])
         overlap = within_noise(*(((k["lo"], k["hi"]) if k["lo"] is not None else (math.nan,) * 2) for k in (ka, kb)))
-        said = UNKNOWN if overlap is None else (WITHIN if overlap else BEYOND)
+        big = change is None or abs(change) >= floor * 100
+        said = UNKNOWN if overlap is None else (BEYOND if not overlap and big else WITHIN)
         out.append({"id": a["id"], "question": a["question"], "metric": ka["metric"], "unit": ka["unit"],
                     "target": ka["target"], "old": ka["value"], "new": kb["value"], "ratio": ratio,
                     "change_pct": change, "verdict": said})  # fmt: skip
@@ -225,7 +227,7 @@ def compare(old_dir: Path, new_dir: Path, limits: Iterable[Limit] = (), floor: f
         rows=rows,
         only_old=[c for c in cells_a if c not in cells_b],
         only_new=[c for c in cells_b if c not in cells_a],
-        answers=_answers(old, new),
+        answers=_answers(old, new, floor),
         limits=[str(lim) for lim in limits],
         breaches=breaches,
     )

@@ -233,3 +233,18 @@ def test_the_workflows_compare_command_runs_on_committed_runs() -> None:
     assert err.splitlines()[0].startswith(f"connbench: fail-on latency_p99_ms>+20% breached: {CELL}")
     code, md, err = cli(*[{"main-run": str(BASE), "run": str(RERUN)}.get(a, a) for a in argv])
     assert code == 0 and "no breach" in md and err == ""
+
+
+def test_an_answers_key_number_is_beyond_noise_only_when_apart_and_big_enough() -> None:
+    def side(value: float, lo: float, hi: float) -> dict:
+        key = {"metric": "error_rate", "unit": "", "scenario": "steady", "target": "global-asyncpg", "at": None,
+               "value": value, "lo": lo, "hi": hi}  # fmt: skip
+        return {"answers": [{"id": "answer-2", "question": "q", "key": key}]}
+
+    # intervals apart, but a 2 % change: within noise, as a cell's would be under the 10 % floor
+    (small,) = C._answers(side(0.77, 0.77, 0.78), side(0.79, 0.79, 0.79))
+    assert small["verdict"] == C.WITHIN
+    (big,) = C._answers(side(0.50, 0.49, 0.51), side(0.79, 0.79, 0.79))
+    assert big["verdict"] == C.BEYOND
+    (overlapping,) = C._answers(side(0.50, 0.40, 0.80), side(0.79, 0.70, 0.90))
+    assert overlapping["verdict"] == C.WITHIN

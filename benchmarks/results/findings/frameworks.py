@@ -104,9 +104,9 @@ def django(run: RunData) -> Answer | None:
         f"{_sessions(zspr)} sessions per request."
     )
     detail = (
-        f"{DJ_POOL} (OPTIONS pool, Django 5.1+) serves {orps.text('req/s')} at p50 {o50.text('ms')} with "
-        f"{_sessions(ospr)} sessions per request; {DJ_PERSISTENT} (CONN_MAX_AGE > 0, health checks) "
-        f"{prps.text('req/s')} at {p50.text('ms')} with {_sessions(pspr)}; {DJ_ZERO} (CONN_MAX_AGE=0, the "
+        f"{DJ_POOL} (OPTIONS pool, Django 5.1+) serves {orps.text('req/s')} at p50 {o50.text('ms')} (new "
+        f"sessions per request: {_sessions(ospr)}); {DJ_PERSISTENT} (CONN_MAX_AGE > 0, health checks) "
+        f"{prps.text('req/s')} at {p50.text('ms')} ({_sessions(pspr)}); {DJ_ZERO} (CONN_MAX_AGE=0, the "
         f"default) {zrps.text('req/s')} at {z50.text('ms')}, a new session for each request "
         f"({_sessions(zspr)}; the pool serves {_ratio(orps, zrps)} its rate)."
     )
@@ -132,9 +132,9 @@ def node(run: RunData) -> Answer | None:
         f"{_sessions(cspr)} sessions per request."
     )
     detail = (
-        f"{POSTGRES_JS} (a module-level postgres() client) serves {jrps.text('req/s')} at p50 {j50.text('ms')} with "
-        f"{_sessions(jspr)} sessions per request; {PG_POOL} (a module-level pg.Pool) {orps.text('req/s')} at "
-        f"{o50.text('ms')} with {_sessions(ospr)}; {PG_CLIENT} (connect() and end() per request) "
-        f"{crps.text('req/s')} at {c50.text('ms')} with {_sessions(cspr)}: p50 {_ratio(c50, o50)} the Pool's."
+        f"{POSTGRES_JS} (a module-level postgres() client) serves {jrps.text('req/s')} at p50 {j50.text('ms')} (new "
+        f"sessions per request: {_sessions(jspr)}); {PG_POOL} (a module-level pg.Pool) {orps.text('req/s')} at "
+        f"{o50.text('ms')} ({_sessions(ospr)}); {PG_CLIENT} (connect() and end() per request) "
+        f"{crps.text('req/s')} at {c50.text('ms')} ({_sessions(cspr)}): p50 {_ratio(c50, o50)} the Pool's."
     )
     return Answer(short, detail, key_number("latency_p50_ms", MAIN_SCENARIO, PG_CLIENT, c50))
