@@ -37,6 +37,10 @@ class Metric:
     better: str | None  # HIGHER, LOWER, or None for a setting or a yes/no
     description: str
     compute: Callable[[pd.DataFrame], pd.Series] | None = None  # per cell; None: the summary column of its name
+    # A share or a count that another machine of the same kind measures alike (sessions per request,
+    # connections, the share of requests failed, whether something happened); False: a time, a rate, or a
+    # count that grows with the rate (failed requests) on this machine. docs/trust.md measured both.
+    travels: bool = False
 
     def values(self, name: str, cells: pd.DataFrame) -> pd.Series:
         """The metric of each cell (a row of summary.csv); empty when the run has no such column."""
@@ -54,11 +58,15 @@ METRICS: dict[str, Metric] = {
     "served_rps": Metric("served", "req/s", HIGHER, "successful requests per second: rps × (1 − error_rate)", _served),
     "latency_p50_ms": Metric("p50", "ms", LOWER, "median response time (closed loop: from the send)"),
     "latency_p99_ms": Metric("p99", "ms", LOWER, "99th percentile response time"),
-    "error_rate": Metric("error rate", "", LOWER, "share of requests that failed"),
+    "error_rate": Metric("error rate", "", LOWER, "share of requests that failed", travels=True),
     "errors_53300": Metric("53300 errors", "", LOWER, "requests failed with SQLSTATE 53300 (too many connections)"),
     "errors_after_action": Metric("failed requests after the action", "", LOWER, "failures after the fault"),
-    "conn_peak": Metric("peak connections", "", LOWER, "the most connections PostgreSQL showed for the target"),
-    "sessions_per_request": Metric("sessions per request", "", LOWER, "new PostgreSQL sessions per request"),
+    "conn_peak": Metric(
+        "peak connections", "", LOWER, "the most connections PostgreSQL showed for the target", travels=True
+    ),
+    "sessions_per_request": Metric(
+        "sessions per request", "", LOWER, "new PostgreSQL sessions per request", travels=True
+    ),
     "acquire_p50_ms": Metric("wait for a connection, p50", "ms", LOWER, "time to get a connection (pool or new)"),
     "acquire_p99_ms": Metric("wait for a connection, p99", "ms", LOWER, "time to get a connection, 99th percentile"),
     "query_p50_ms": Metric("query, p50", "ms", LOWER, "time of the query on its connection"),
@@ -67,16 +75,25 @@ METRICS: dict[str, Metric] = {
     "first10_p50_ms": Metric("p50 of the first 10 requests", "ms", LOWER, "median of the first requests"),
     "outage_s": Metric("outage", "s", LOWER, "seconds without a successful request after the fault"),
     "recovery_s": Metric("recovered after", "s", LOWER, "from the database's return to the first success"),
-    "recovered": Metric("recovered", "", HIGHER, "the target served again after the fault (share of repeats)"),
-    "shutdown_logged": Metric("exit hook reached the database", "", HIGHER, "the exit hook wrote its row"),
+    "recovered": Metric(
+        "recovered", "", HIGHER, "the target served again after the fault (share of repeats)", travels=True
+    ),
+    "shutdown_logged": Metric(
+        "exit hook reached the database", "", HIGHER, "the exit hook wrote its row", travels=True
+    ),
     "release_s": Metric("connections released after", "s", LOWER, "from the signal to no connection left"),
     # settings of the run, as its cells record them
-    "workers": Metric("workers", "", None, "target processes per target"),
-    "pool_max": Metric("pool_max", "", None, "the pool's maximum size per process"),
-    "conn_wanted": Metric("connections wanted", "", None, "workers × pool_max: what the pools may open"),
-    "conn_slots": Metric("slots", "", None, "connections the role may open under max_connections"),
-    "users": Metric("users", "", None, "concurrent users of the closed loop"),
+    "workers": Metric("workers", "", None, "target processes per target", travels=True),
+    "pool_max": Metric("pool_max", "", None, "the pool's maximum size per process", travels=True),
+    "conn_wanted": Metric("connections wanted", "", None, "workers × pool_max: what the pools may open", travels=True),
+    "conn_slots": Metric("slots", "", None, "connections the role may open under max_connections", travels=True),
+    "users": Metric("users", "", None, "concurrent users of the closed loop", travels=True),
 }
+
+
+def travels(name: str) -> bool:
+    """Whether a metric's value carries to another machine of the same kind (False for a capacity.csv column)."""
+    return name in METRICS and METRICS[name].travels
 
 
 def label(name: str) -> tuple[str, str]:

@@ -27,6 +27,7 @@ from benchmarks.results.findings import (
 )
 from benchmarks.results.findings.common import Answer
 from benchmarks.results.load import RunData
+from benchmarks.results.metrics import travels
 
 
 @dataclass(frozen=True)
@@ -89,13 +90,13 @@ NOT_MEASURED = "*Not measured in this run* (its cells are missing or invalid)."
 
 def answers(run: RunData, registry: list[Question], prefix: str = "answer") -> pd.DataFrame:
     """One row per question: the question, its short answer (one sentence with its key number, or why there is
-    none), the answer in detail, the id of the detail's place in the report (`<prefix>-<n>`) and the link to the
-    figure that shows it."""
+    none), the answer in detail, the id of the detail's place in the report (`<prefix>-<n>`), the link to the
+    figure that shows it, and whether its key number carries to another machine (None without one)."""
     rows = []
     for i, q in enumerate(registry, 1):
         got = q.answer(run)
         short, detail = (got.short, got.detail) if got else (NOT_MEASURED, NOT_MEASURED)
-        rows.append(
-            {"question": q.ask, "answer": short, "detail": detail, "id": f"{prefix}-{i}", "figure": anchor(q.section)}
-        )
+        carries = travels(got.key.metric) if got and got.key else None
+        rows.append({"question": q.ask, "answer": short, "detail": detail, "id": f"{prefix}-{i}",
+                     "figure": anchor(q.section), "travels": carries})  # fmt: skip
     return pd.DataFrame(rows)

@@ -7,9 +7,9 @@ docs/results.md describes it. Nothing here computes a number of its own: cells t
 
     {"schema": "connbench-summary", "version": 1,
      "run": {run_id, profile, status, git_commit, machine, versions, target_settings, scenarios, ...},
-     "metrics": {name: {label, unit, better, description}},
+     "metrics": {name: {label, unit, better, description, travels}},
      "cells": [{id, scenario, target, ..., repeats: [cell ids], metrics: {name: {value, lo, hi, n, values}}}],
-     "answers": [{id, question, answer, key: {metric, unit, scenario, target, at, value, lo, hi, n} | null}],
+     "answers": [{id, question, answer, key: {metric, unit, scenario, target, at, travels, value, lo, hi, n} | null}],
      "thresholds": [{threshold, metric, unit, cells_checked, breaches: [{cell_id, value}]}]}
 """
 
@@ -26,7 +26,7 @@ import pandas as pd
 from benchmarks.errors import ConnbenchError
 from benchmarks.results.findings.common import KeyNumber
 from benchmarks.results.load import RunData, load_run
-from benchmarks.results.metrics import METRICS
+from benchmarks.results.metrics import METRICS, travels
 from benchmarks.results.questions import CLAIMS, QUESTIONS
 from benchmarks.results.runfolder import write_atomic
 from benchmarks.results.stats import Estimate
@@ -92,7 +92,7 @@ def _key(k: KeyNumber | None) -> dict[str, Any] | None:
     if k is None:
         return None
     return {"metric": k.metric, "unit": k.unit, "scenario": k.scenario, "target": k.target, "at": k.at,
-            **_estimate(k.estimate)}  # fmt: skip
+            "travels": travels(k.metric), **_estimate(k.estimate)}  # fmt: skip
 
 
 def build(run: RunData) -> dict[str, Any]:
@@ -112,7 +112,8 @@ def build(run: RunData) -> dict[str, Any]:
         "version": VERSION,
         "run": {k: run.manifest.get(k) for k in RUN_KEYS} | {"repeats": run.repeats},
         "metrics": {
-            name: {"label": m.label, "unit": m.unit, "better": m.better, "description": m.description}
+            name: {"label": m.label, "unit": m.unit, "better": m.better, "description": m.description,
+                   "travels": m.travels}
             for name, m in METRICS.items()
         },
         "cells": cells,

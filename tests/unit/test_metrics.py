@@ -105,3 +105,13 @@ def test_where_the_pooler_sits_is_read_from_the_path_table(ref: RunData) -> None
     got = pooler.answer(ref)
     assert got is not None and pooler.placement_text(p) in got.detail
     assert f"saves {fmt.num(p.saved_ms)} ms per request" in got.short
+
+
+def test_an_answer_says_whether_its_key_number_carries_to_another_machine(ref: RunData) -> None:
+    # shares and counts that a second machine measured alike (docs/trust.md), times and rates that it did not
+    assert all(M.METRICS[m].travels for m in ("sessions_per_request", "conn_peak", "error_rate", "shutdown_logged"))
+    assert not any(M.travels(m) for m in ("rps", "latency_p50_ms", "first_request_ms", "sustainable_rps"))
+    table = Q.answers(ref, Q.QUESTIONS).set_index("question")
+    assert not table.loc["What does a connection cost?", "travels"]  # a p50
+    assert table.loc["What does a client created per call and never closed do?", "travels"]  # connections
+    assert set(table["travels"]) <= {True, False, None}
