@@ -64,6 +64,29 @@ def test_db_restart_global_stays_dead_pools_and_per_request_recover(db_restart: 
         assert s.loc[t, "outage_s"] < 4.0, t
 
 
+# -- killed-backends -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def killed_backends(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    targets = ["pool-eager-psycopg", "sqlalchemy-pre-ping", "django-persistent"]
+    return run_scenario(tmp_path_factory, "killed-backends", targets)
+
+
+def test_killed_backends_fail_unchecked_connections_and_every_pool_recovers(killed_backends: Path) -> None:
+    s = summary(killed_backends)
+    users = 4  # the smoke profile's level: at most this many requests are in flight at the terminate
+    for t in s.index:
+        ended = [int(e.split(":")[1]) for e in events(killed_backends, t) if e.startswith("terminate:")]
+        assert ended and ended[0] >= 1, (t, events(killed_backends, t))  # its sessions were there, and ended
+        assert s.loc[t, "recovered"], s.loc[t, ["errors", "recovery_s"]]
+    # psycopg_pool hands out its idle connections unchecked (no `check`): requests on the dead ones fail
+    psycopg_pool = s.loc["pool-eager-psycopg"]
+    assert psycopg_pool["errors_after_action"] >= 1 and "AdminShutdown" in json.loads(psycopg_pool["errors"])
+    # a check before use (pool_pre_ping, CONN_HEALTH_CHECKS) replaces a dead connection: only the requests in
+    # flight at the terminate can fail
+    for t in ("sqlalchemy-pre-ping", "django-persistent"):
+        assert s.loc[t, "errors_after_action"] <= users, s.loc[t, ["errors", "errors_after_action"]]
+
+
 # -- conn-cap ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def conn_cap(tmp_path_factory: pytest.TempPathFactory) -> Path:

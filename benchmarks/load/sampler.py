@@ -31,6 +31,12 @@ WHERE backend_type = 'client backend' AND datname = %s AND application_name <> '
 GROUP BY application_name, usename
 """
 SESSIONS_SQL = "SELECT sessions FROM pg_stat_database WHERE datname = %s"
+# The sessions of one client (its application_name, or "role:<name>"), ended as a failover or an admin would.
+TERMINATE_SQL = """
+SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
+FROM pg_stat_activity
+WHERE backend_type = 'client backend' AND datname = %s AND (application_name = %s OR 'role:' || usename = %s)
+"""
 
 
 def open_monitor(admin_dsn: str) -> psycopg.Connection:
@@ -49,6 +55,12 @@ def poll_connections(conn: psycopg.Connection, dbname: str = "connbench") -> dic
             for k, v in zip(("total", "active", "idle"), figures, strict=True):
                 counts[k] += v
     return out
+
+
+def terminate_sessions(conn: psycopg.Connection, key: str, dbname: str = "connbench") -> int:
+    """pg_terminate_backend on every session of the client `key` (Target.conn_key); how many it ended."""
+    row = conn.execute(TERMINATE_SQL, (dbname, key, key)).fetchone()
+    return int(row[0]) if row else 0
 
 
 def poll_sessions(conn: psycopg.Connection, dbname: str = "connbench") -> int:

@@ -117,6 +117,8 @@ def skip_reason(sc: Scenario, target: Target, external_db: bool, rtt_ms: float =
     if external_db:
         if any(a.do == "restart-db" for a in sc.actions):
             return "restarts PostgreSQL (--dsn: connbench does not restart a database it did not start)"
+        if any(a.do == "terminate" for a in sc.actions):
+            return "terminates the target's sessions (--dsn: not done to a database connbench did not start)"
         if sc.max_connections != DEFAULT_MAX_CONNECTIONS or sc.pg_settings:
             changed = ["max_connections"] * (sc.max_connections != DEFAULT_MAX_CONNECTIONS) + list(sc.pg_settings)
             return f"changes PostgreSQL's settings ({', '.join(changed)}; --dsn: not done to an existing database)"

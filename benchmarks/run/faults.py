@@ -101,9 +101,10 @@ def action_metrics(
 ) -> dict[str, Any]:
     """outage_s, errors_after_action, recovery_s and recovered for a cell whose scenario has actions.
 
-    The fault starts at the first action (db-stop, sigterm, sigkill or a mark); "back" is when PostgreSQL
-    accepted connections again (db-up), or the action itself for a mark. Times have the 100 ms resolution
-    of the outcome bins (per-second `ts` rows are the fallback when the locustfile wrote no bins).
+    The fault starts at the first action (db-stop, terminate, sigterm, sigkill or a mark); "back" is when
+    PostgreSQL accepted connections again (db-up), or the action itself for a terminate or a mark. Times have
+    the 100 ms resolution of the outcome bins (per-second `ts` rows are the fallback when the locustfile wrote
+    no bins).
     """
     bins = bins_of(final or {})
     if not bins:  # an older locustfile: fall back to the per-second rows
@@ -112,7 +113,7 @@ def action_metrics(
             for r in ts
             if r.get("rps")
         ]
-    fault_at = event_time(events, "db-stop", *SIGNALS, "mark")
+    fault_at = event_time(events, "db-stop", "terminate", *SIGNALS, "mark")
     if fault_at is None:  # the load never started, so no action ran
         return {}
     back_at = event_time(events, "db-up") or fault_at

@@ -27,7 +27,7 @@ from typing import Any
 from benchmarks.load import LOCUSTFILE
 from benchmarks.load import arrival as A
 from benchmarks.load.plan import LoadPlan, Stage
-from benchmarks.load.sampler import Sample, Sampler, open_monitor, poll_sessions, summarize_usage
+from benchmarks.load.sampler import Sample, Sampler, open_monitor, poll_sessions, summarize_usage, terminate_sessions
 from benchmarks.load.targetstats import WindowStart, conn_slots, conn_wanted, get_stats, timing_columns
 from benchmarks.results import summary as S
 from benchmarks.run.cells import Cell
@@ -144,7 +144,7 @@ def run_locust_cell(kind: LocustKind, cell: Cell, ctx: CellContext) -> CellResul
     sampler.watch("locust", locust.pid)
     window = WindowStart(url, locust_out)
     go.touch()
-    events = run_actions(sc, locust, locust_out, proc, pg)
+    events = run_actions(sc, locust, locust_out, proc, pg, target.conn_key)
     try:
         locust.wait(plan.seconds + LOCUST_GRACE_S)
     except subprocess.TimeoutExpired:
@@ -167,7 +167,7 @@ def run_locust_cell(kind: LocustKind, cell: Cell, ctx: CellContext) -> CellResul
 
 
 def run_actions(
-    sc: Scenario, locust: subprocess.Popen, locust_out: Path, proc: subprocess.Popen | None, pg: Database
+    sc: Scenario, locust: subprocess.Popen, locust_out: Path, proc: subprocess.Popen | None, pg: Database, app: str
 ) -> list[tuple[float, str]]:
     """Wait for the load to start, log its start, then do the scenario's actions at their times (a --url
     service is never signalled: cells.skip_reason leaves such cells out)."""
@@ -187,6 +187,10 @@ def run_actions(
         if action.do == "restart-db":
             pg.restart(action.mode)
             events += [(started, f"db-stop:{action.mode}"), (time.time(), "db-up")]
+        elif action.do == "terminate":
+            with contextlib.closing(open_monitor(pg.admin_dsn)) as mon:
+                ended = terminate_sessions(mon, app, pg.dbname)
+            events.append((started, f"terminate:{ended}"))
         elif action.do == "sigterm":
             assert proc is not None
             proc.send_signal(signal.SIGTERM)

@@ -29,7 +29,7 @@ the file and the key, so a typo never silently changes a benchmark.
     pooler = ["near-db", "near-app"]    # the pgbouncer targets once per place of PgBouncer
     [[actions]]                         # things done to the stack at a time after load start
     at = 8
-    do = "restart-db"                   # restart-db | sigterm | sigkill | mark (only logs an event)
+    do = "restart-db"                   # restart-db | terminate (the target's sessions) | sigterm | sigkill | mark
     mode = "fast"
     [profiles.smoke]
     users = [4]
@@ -74,7 +74,7 @@ FAMILY_NAMES = {t.family for t in TARGETS.values()}  # "prisma" in a targets lis
 PROFILES = ("smoke", "quick", "full")
 CAPACITY_KEYS = {f.name for f in dataclasses.fields(CapacitySearch)}
 SIGNALS = ("sigterm", "sigkill")  # the actions that signal the target itself
-ACTIONS = ("restart-db", *SIGNALS, "mark")
+ACTIONS = ("restart-db", "terminate", *SIGNALS, "mark")  # terminate: pg_terminate_backend on the target's sessions
 TOP_KEYS = {
     "description",
     "kind",
