@@ -16,6 +16,8 @@ import pandas as pd
 import pytest
 from helpers import run_connbench
 
+from benchmarks.results.findings import pooler
+from benchmarks.results.load import load_run
 from benchmarks.results.summary import SUMMARY_COLUMNS
 from benchmarks.run import faults as F
 
@@ -90,7 +92,20 @@ def test_killed_backends_fail_unchecked_connections_and_every_pool_recovers(kill
 # -- conn-cap ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def conn_cap(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return run_scenario(tmp_path_factory, "conn-cap", ["leaky-asyncpg", "leaky-psycopg"])
+    return run_scenario(tmp_path_factory, "conn-cap", ["leaky-asyncpg", "leaky-psycopg", "pool-eager-asyncpg"])
+
+
+def test_conn_cap_an_eager_pool_that_does_not_fit_takes_its_replica_down(conn_cap: Path) -> None:
+    """An outcome, not a broken measurement: three uvicorn workers' eager pools of 10 want 30 of the 17 slots,
+    a worker meets 53300 opening its pool at start-up, and uvicorn stops the whole target."""
+    row = summary(conn_cap).loc["pool-eager-asyncpg"]
+    assert row["valid"], row["invalid_reason"]
+    assert "target-exited" in events(conn_cap, "pool-eager-asyncpg")
+    assert "ConnectionRefusedError" in json.loads(row["errors"])  # every request once it is gone
+    (log,) = conn_cap.glob("raw/conn-cap.pool-eager-asyncpg.*/target.log")
+    assert "TooManyConnectionsError" in log.read_text()
+    said = " ".join(pooler.conn_cap_sentences(load_run(conn_cap)))
+    assert "pool-eager-asyncpg exited during the load" in said
 
 
 def test_conn_cap_leaky_asyncpg_hits_53300(conn_cap: Path) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 from targets.contract import fine_bucket as fine_bucket
 
 SCHEMA_VERSION = 1
+# timeseries.csv `event` of a target that exited on its own during a capped load (an outcome, not a failure)
+TARGET_EXITED = "target-exited"
 
 # Columns only some scenarios fill (cold start, faults, lifecycle); the report draws them per scenario.
 FAULT_COLUMNS = [

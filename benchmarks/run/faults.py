@@ -55,6 +55,11 @@ def bins_of(final: dict[str, Any]) -> list[Bin]:
     return sorted(out, key=lambda b: b.t)
 
 
+def exited_at(final: dict[str, Any]) -> float | None:
+    """When a target that exited stopped answering: the first 100 ms with a refused connection, or None."""
+    return next((b.t for b in bins_of(final) if b.failed.get("ConnectionRefusedError")), None)
+
+
 def errors_with_sqlstate(final: dict[str, Any], sqlstate: str, start: float | None, end: float | None) -> int:
     """Failures whose 503 body carried `sqlstate`, completed within [start, end] (the measured window)."""
     n = 0

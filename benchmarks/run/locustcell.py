@@ -30,8 +30,8 @@ from benchmarks.load.plan import LoadPlan, Stage
 from benchmarks.load.sampler import Sample, Sampler, open_monitor, poll_sessions, summarize_usage, terminate_sessions
 from benchmarks.load.targetstats import WindowStart, conn_slots, conn_wanted, get_stats, timing_columns
 from benchmarks.results import summary as S
-from benchmarks.run.cells import Cell
-from benchmarks.run.faults import action_metrics, errors_with_sqlstate, shutdown_metrics
+from benchmarks.run.cells import DEFAULT_MAX_CONNECTIONS, Cell
+from benchmarks.run.faults import action_metrics, errors_with_sqlstate, exited_at, shutdown_metrics
 from benchmarks.run.kinds import CellContext, CellKind, CellResult, failed_start, row_header
 from benchmarks.run.scenario import Scenario
 from benchmarks.stack.external import Database
@@ -269,13 +269,19 @@ def summarize(
         target_cpu_pct=target_use["cpu_pct"],
         locust_cpu_pct=locust_use["cpu_pct"],
     )
-    # The target's death is the cause to report first: Locust then spins on refused connections.
-    if row["valid"] and died and not cell.scenario.actions:
+    # The target's death is the cause to report first: Locust then spins on refused connections. Under a
+    # lowered connection cap it is the outcome under test (a pool that does not fit takes its replica down):
+    # the cell stays valid and its timeseries marks when the target stopped answering.
+    exited = died and not cell.scenario.actions and cell.scenario.max_connections != DEFAULT_MAX_CONNECTIONS
+    if exited:
+        events.append((exited_at(final) or final["stopped"], S.TARGET_EXITED))
+    elif row["valid"] and died and not cell.scenario.actions:
         row.update(valid=False, invalid_reason="target died during the load")
     cpu_limit = S.LOCUST_CPU_LIMIT * load_workers  # one core per Locust process
     # A saturated load generator distorts latencies; a fault cell is read from its outcomes per 100 ms instead
-    # (outage, recovery), which a busy Locust still records, and a target failing at once makes any Locust spin.
-    if row["valid"] and (locust_use["cpu_pct"] or 0) > cpu_limit and not cell.scenario.actions:
+    # (outage, recovery), which a busy Locust still records, and a target failing at once (or gone: refused
+    # connections) makes any Locust spin.
+    if row["valid"] and (locust_use["cpu_pct"] or 0) > cpu_limit and not (cell.scenario.actions or exited):
         row.update(valid=False, invalid_reason=f"load generator CPU {locust_use['cpu_pct']:.0f}% > {cpu_limit:.0f}%")
     ts = S.per_second(history, sdicts, app, t0, events)
     row["errors_53300"] = errors_with_sqlstate(final, "53300", start, final["stopped"])

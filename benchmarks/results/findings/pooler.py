@@ -10,6 +10,7 @@ from benchmarks.results import fmt
 from benchmarks.results.findings.common import Answer, KeyNumber, capitalised, key_number
 from benchmarks.results.load import RunData
 from benchmarks.results.metrics import estimate, first_estimate
+from benchmarks.results.summary import TARGET_EXITED
 from benchmarks.results.path import (
     Placement,
     connect_round_trips,
@@ -65,12 +66,29 @@ def answer(run: RunData) -> Answer | None:
     return Answer(capitalised(said), capitalised(out), key)
 
 
+def exited(run: RunData, scenario: str) -> list[str]:
+    """The targets whose process exited on its own in a valid cell of `scenario` (under the connection cap)."""
+    ts = run.timeseries
+    mine = ts[(ts["scenario"] == scenario) & ts["event"].fillna("").str.contains(TARGET_EXITED, regex=False)]
+    valid = set(run.summary.loc[run.summary["valid"], "cell_id"])
+    return list(dict.fromkeys(mine.loc[mine["cell_id"].isin(valid), "target"]))
+
+
 def conn_cap_sentences(run: RunData) -> list[str]:
-    """The arithmetic of replicas × pool against the cap, beside what PostgreSQL showed."""
+    """The arithmetic of replicas × pool against the cap, beside what PostgreSQL showed, and the targets the cap
+    took down."""
+    gone = exited(run, CAP)
+    down = (
+        [f"{CAP}: {', '.join(gone)} exited during the load: pools that do not fit under the cap can take their "
+         "replica down (an eager pool that meets 53300 at start-up fails its worker, and uvicorn then stops the "
+         "others); every request after that is a refused connection."]
+        if gone
+        else []
+    )  # fmt: skip
     rows = run.summary[(run.summary["scenario"] == CAP) & run.summary["valid"]]
     rows = rows.dropna(subset=["conn_wanted", "conn_slots"])
     if rows.empty:
-        return []
+        return down
     parts = []
     for target, g in rows.groupby("target", sort=False):
         r = g.median(numeric_only=True)
@@ -80,7 +98,7 @@ def conn_cap_sentences(run: RunData) -> list[str]:
             f"{fmt.num(r['pool_max'])}), {verdict} the {fmt.num(r['conn_slots'])} slots; PostgreSQL showed "
             f"{fmt.num(r['conn_peak'])}"
         )
-    return [f"{CAP}: " + "; ".join(parts) + "."]
+    return [f"{CAP}: " + "; ".join(parts) + "."] + down
 
 
 def _pool_for(agg: pd.DataFrame, driver: str) -> str | None:
