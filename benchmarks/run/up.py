@@ -151,12 +151,16 @@ class Stack(Managed):
             if url := running_url(TARGETS[t]):
                 self.running[t] = url
                 continue
-            dsn, port = self.net.dsn(t, self.pooler), free_port()
+            dsn, port = self.net.dsn(t, self.pooler), free_port(avoid=self._chosen_ports())
             cmd, own_env = target_command(t, dsn, port, 1)
             env = {**os.environ, **own_env, "CONNBENCH_DSN": dsn}  # not --dsn: no password in `ps`
             self.targets[t] = self._spawn(t, cmd, port, env)
         self._wait_targets()
         self._start_locust()
+
+    def _chosen_ports(self) -> set[int]:
+        """The ports given out already: the web UI's and the targets' (some not listening yet)."""
+        return {self.web_port, *(c.port for c in self.targets.values() if c.port is not None)}
 
     def _spawn(self, name: str, args: list[str], port: int | None = None, env: dict | None = None) -> Child:
         assert self.dir is not None
@@ -206,7 +210,7 @@ class Stack(Managed):
         args = [*base, "--web-host", "127.0.0.1", "--web-port", str(self.web_port), "--class-picker"]
         master_port = None
         if self.load_workers:
-            master_port = free_port()
+            master_port = free_port(avoid=self._chosen_ports())
             args += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port)]
         self.locust = self._spawn("locust", args, self.web_port, env)
         for i in range(self.load_workers):

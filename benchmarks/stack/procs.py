@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,15 @@ from benchmarks.errors import ConnbenchError
 SERVICE_USER = "nobody"
 
 
-def free_port() -> int:
-    """Ask the kernel for a free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(avoid: Collection[int] = ()) -> int:
+    """Ask the kernel for a free TCP port on loopback, other than those in `avoid`: ports already chosen for
+    something not listening yet, which the kernel would hand out again."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in avoid:
+            return port
 
 
 def check_port_free(port: int, what: str) -> None:
