@@ -276,6 +276,19 @@ def test_worker_per_request_always_succeeds(pg) -> None:
         wait_until(lambda: target_connections(pg.admin_dsn, "worker-per-request") == 0, 15, what="released")
 
 
+def test_worker_pgbouncer_opens_no_session_per_request(dsn_for, pg) -> None:
+    """Hyperdrive's pattern: a client per request, as worker-per-request, but to a pooler that keeps its server
+    connections, so PostgreSQL sees no new session per request (the distance scenario puts it near the app)."""
+    with start_target("worker-pgbouncer", dsn_for("worker-pgbouncer")) as t:
+        assert t.get("/db").status_code == 200  # PgBouncer's server connection is open
+        before = sessions(pg.admin_dsn)
+        n = 12
+        assert [t.get("/db").status_code for _ in range(n)] == [200] * n
+        assert sessions(pg.admin_dsn) - before <= 1  # at most one more server connection for twelve clients
+        stats = t.stats()
+        assert stats["connections_opened"] == n + 1 and stats["pool"]["pools_created"] == n + 1  # to PgBouncer
+
+
 def test_worker_targets_speak_tls_to_a_tls_server() -> None:
     """workerd verifies certificates: with --tls it trusts connbench's throw-away one (worker-tls.capnp)."""
     with EmbeddedPostgres(tls=True) as tls_pg:
