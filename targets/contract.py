@@ -13,6 +13,8 @@ from typing import Any
 
 DEFAULT_DSN = "postgresql://connbench@127.0.0.1:5432/connbench"
 WORLD_ROWS = 10_000
+# The World query of every Python target, with its driver's placeholder for the id: WORLD_SQL.format(id="$1").
+WORLD_SQL = "SELECT id, randomnumber FROM world WHERE id = {id}"
 # The parameters of GET /db (README's HTTP contract); scenario files may set and sweep them.
 DB_PARAMS = {
     "work_ms": "milliseconds of slow non-database work per request (asyncio.sleep, like a call to another service)",

@@ -25,7 +25,6 @@ from benchmarks.run.scenario import load_profile
 from targets.registry import TARGETS
 
 CORE_FIGURES = ["throughput", "latency", "connections", "sessions"]
-FRAMEWORK_FAMILIES = ["sqlalchemy", "django", "node"]  # families.png draws these
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REPORT_TIMEOUT = 240
 
@@ -52,7 +51,7 @@ def expected_figures(run: R.RunData) -> set[str]:
         names.add("errors")
     if len(run.baseline) and run.baseline["tps"].notna().any():
         names.add("baseline")
-    if main["target"].map(R.family_of).isin(FRAMEWORK_FAMILIES).any():
+    if main["target"].map(R.family_of).isin(R.FRAMEWORK_FAMILIES).any():
         names.add("families")
     if main[["acquire_p50_ms", "query_p50_ms"]].notna().all(axis=1).any():
         names.add("time-split")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from benchmarks.results.findings import sentences
 from benchmarks.results.findings.capacity import open_sentences, slow_work_sentences
 from benchmarks.results.findings.faults import FAULT_COLUMNS, GENERIC_FAULT_COLUMNS
+from benchmarks.results.findings.frameworks import FRAMEWORK_FAMILIES
 from benchmarks.results.findings.pool_size import sentences as pool_size_sentences
 from benchmarks.results.findings.pooler import conn_cap_sentences, distance_sentences
 from benchmarks.results.fmt import errors_text, in_ms, ms_text, num, pct, per_request_text, ratio_text
@@ -74,6 +75,7 @@ __all__ = [
     "errors_text",
     "estimate",
     "family_of",
+    "FRAMEWORK_FAMILIES",
     "findings",
     "first_param",
     "in_ms",

@@ -38,13 +38,13 @@ from django.db.backends.signals import connection_created
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
-from targets.contract import WORLD_ROWS, db_params
+from targets.contract import WORLD_ROWS, WORLD_SQL, db_params
 from targets.django.settings import CONNBENCH, TARGET
 from targets.families import target
 from targets.python.drivers import OpenedCounter, sqlstate_of
 from targets.python.timing import ACQUIRE, QUERY
 
-WORLD_QUERY = "SELECT id, randomnumber FROM world WHERE id = %s"
+WORLD_QUERY = WORLD_SQL.format(id="%s")
 SHUTDOWN_INSERT = "INSERT INTO shutdown_log (target, pid) VALUES (%s, %s)"
 
 TARGET_INFO = target(TARGET)

@@ -17,7 +17,9 @@ import asyncpg
 import psycopg
 import psycopg_pool
 
-WORLD_QUERY = "SELECT id, randomnumber FROM world WHERE id = $1"
+from targets.contract import WORLD_SQL
+
+WORLD_QUERY = WORLD_SQL.format(id="$1")
 SHUTDOWN_INSERT = "INSERT INTO shutdown_log (target, pid) VALUES ($1, $2)"
 
 

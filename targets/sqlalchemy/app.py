@@ -24,14 +24,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from targets.contract import DEFAULT_DSN, WORLD_ROWS, Settings, db_params
+from targets.contract import DEFAULT_DSN, WORLD_ROWS, WORLD_SQL, Settings, db_params
 from targets.python.app import error_body
 from targets.python.drivers import OPENED
 from targets.python.timing import ACQUIRE, QUERY
 from targets.registry import BUILT_IN
 from targets.sqlalchemy.engine import PLANS, EngineCounts, create_engine, driver_error, figures
 
-WORLD = text("SELECT id, randomnumber FROM world WHERE id = :id")
+WORLD = text(WORLD_SQL.format(id=":id"))
 SHUTDOWN_INSERT = text("INSERT INTO shutdown_log (target, pid) VALUES (:target, :pid)")  # drivers.py's, named
 
 

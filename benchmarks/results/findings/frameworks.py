@@ -12,6 +12,8 @@ from benchmarks.results.load import MAIN_SCENARIO, RunData
 from benchmarks.results.metrics import estimate
 from benchmarks.results.stats import Estimate
 
+FRAMEWORK_FAMILIES = ["sqlalchemy", "django", "node"]  # the families these answers read (families.png too)
+
 
 def _steady(run: RunData, targets: list[str]) -> dict[str, tuple[Estimate, Estimate, Estimate | None]] | None:
     """(p50, req/s, sessions per request) of each target in the steady scenario; None when one lacks them."""
