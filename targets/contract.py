@@ -48,6 +48,12 @@ SETTINGS: dict[str, Setting] = {
     "connect_timeout": Setting("CONNBENCH_CONNECT_TIMEOUT", 5.0, "seconds to open one connection"),
     "request_timeout": Setting("CONNBENCH_REQUEST_TIMEOUT", 10.0, "seconds before /db answers 503 TimeoutError"),
     "shutdown_timeout": Setting("CONNBENCH_SHUTDOWN_TIMEOUT", 10.0, "seconds the exit hook may take on SIGTERM"),
+    "idle_timeout": Setting(
+        "CONNBENCH_IDLE_TIMEOUT",
+        0.0,
+        "seconds after which a pool closes a connection idle that long (where the library has only an age "
+        "limit, one that old); 0: the library's own default",
+    ),
 }
 
 
@@ -61,6 +67,7 @@ class Settings:
     connect_timeout: float = 5.0
     request_timeout: float = 10.0
     shutdown_timeout: float = 10.0
+    idle_timeout: float = 0.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:

@@ -57,6 +57,12 @@ def database(dsn: str, target: str, settings: Settings) -> dict[str, Any]:
             "max_size": settings.pool_max,
             "timeout": settings.pool_timeout,
         }
+        if settings.idle_timeout > 0:
+            # psycopg_pool closes connections idle that long, but only those above min_size.
+            options["pool"]["max_idle"] = settings.idle_timeout
+    elif chosen.get("CONN_MAX_AGE") and settings.idle_timeout > 0:
+        # Django has only an age limit: a connection that old is closed when a request starts or ends.
+        chosen["CONN_MAX_AGE"] = settings.idle_timeout
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": params.get("dbname", ""),

@@ -14,6 +14,7 @@ const SETTINGS = {
   connect_timeout: ["CONNBENCH_CONNECT_TIMEOUT", 5.0],
   request_timeout: ["CONNBENCH_REQUEST_TIMEOUT", 10.0],
   shutdown_timeout: ["CONNBENCH_SHUTDOWN_TIMEOUT", 10.0],
+  idle_timeout: ["CONNBENCH_IDLE_TIMEOUT", 0.0],
 } as const;
 
 export type Settings = { [K in keyof typeof SETTINGS]: number };

@@ -240,5 +240,6 @@ def build_strategy(target_id: str, dsn: str, settings: Settings) -> Strategy:
         connect_timeout=settings.connect_timeout,
         pool_timeout=settings.pool_timeout,
         pooler=cls.via_pgbouncer,
+        idle_timeout=settings.idle_timeout,
     )
     return cls(conn, dsn, settings)

@@ -3,13 +3,16 @@ events counted for /stats.
 
 `pool_max` is the QueuePool's `pool_size` with `max_overflow=0` (never more than pool_max connections),
 `pool_timeout` its `pool_timeout`, `connect_timeout` asyncpg's connect `timeout`; `pool_min` has no
-counterpart (a QueuePool is lazy) and `pool_recycle` keeps SQLAlchemy's default, never (family.toml says the
-same). Through PgBouncer in transaction mode (1.18: no prepared statements) the asyncpg dialect is set up as
-its documentation says: no prepared-statement cache (`prepared_statement_cache_size=0`, so no statement is
-reused on another server connection) and a unique name per prepared statement (`prepared_statement_name_func`,
-as asyncpg's numbered names collide on PgBouncer's shared server connections); asyncpg's own statement cache
-is off as well (`statement_cache_size=0`, asyncpg's advice for PgBouncer). SQLAlchemy runs every statement,
-and its pre-ping, inside a transaction, so each statement's Parse/Bind/Execute stays on one server connection.
+counterpart (a QueuePool is lazy) and `idle_timeout`, when > 0, is `pool_recycle` (else SQLAlchemy's default,
+never): an age limit, not an idle one, checked at checkout, where a connection that old is closed and replaced;
+SQLAlchemy's documented defence against connections a middlebox dropped while idle.
+
+Through PgBouncer in transaction mode (1.18: no prepared statements) the asyncpg dialect is set up as its
+documentation says: no prepared-statement cache (`prepared_statement_cache_size=0`, so no statement is reused
+on another server connection) and a unique name per prepared statement (`prepared_statement_name_func`, as
+asyncpg's numbered names collide on PgBouncer's shared server connections); asyncpg's own statement cache is
+off as well (`statement_cache_size=0`, asyncpg's advice for PgBouncer). SQLAlchemy runs every statement, and
+its pre-ping, inside a transaction, so each statement's Parse/Bind/Execute stays on one server connection.
 """
 
 from __future__ import annotations
@@ -77,6 +80,8 @@ def create_engine(strategy: str, dsn: str, settings: Settings, app_name: str) ->
         if plan.null_pool
         else {"pool_size": settings.pool_max, "max_overflow": 0, "pool_timeout": settings.pool_timeout}
     )
+    if settings.idle_timeout > 0 and not plan.null_pool:
+        pool_args["pool_recycle"] = settings.idle_timeout
     return create_async_engine(async_url(dsn), pool_pre_ping=plan.pre_ping, connect_args=connect_args, **pool_args)
 
 

@@ -46,9 +46,10 @@ class PgPool implements Strategy {
   pool = new (timedPool(pg.Pool))({
     ...pgConfig,
     max: settings.pool_max,
-    // pg applies it to a checkout: waiting for a free client and opening a new connection. pg's idle
-    // timeout (idleTimeoutMillis, 10 s) has no setting and keeps its default.
+    // pg applies it to a checkout: waiting for a free client and opening a new connection.
     connectionTimeoutMillis: settings.pool_timeout * 1000,
+    // pg-pool closes a client idle that long (its default: 10 s, kept when idle_timeout is 0).
+    ...(settings.idle_timeout > 0 ? { idleTimeoutMillis: settings.idle_timeout * 1000 } : {}),
   });
 
   constructor() {
@@ -147,6 +148,8 @@ class PostgresJs implements Strategy {
   sql = postgres(DSN, {
     max: settings.pool_max,
     connect_timeout: settings.connect_timeout,
+    // postgres.js closes a connection idle that long (seconds; by default it never does).
+    ...(settings.idle_timeout > 0 ? { idle_timeout: settings.idle_timeout } : {}),
     connection: { application_name: APPLICATION_NAME },
     debug: (connection: number, _query: string, parameters: unknown[]) => {
       this.sent.set(parameters, performance.now());

@@ -22,6 +22,8 @@ function newClient(): { client: PrismaClient; pool: pg.Pool } {
     max: settings.pool_max,
     // pg applies this to a checkout: waiting for a free slot and opening a new connection.
     connectionTimeoutMillis: settings.pool_timeout * 1000,
+    // pg-pool closes a client idle that long (its default: 10 s, kept when idle_timeout is 0).
+    ...(settings.idle_timeout > 0 ? { idleTimeoutMillis: settings.idle_timeout * 1000 } : {}),
     application_name: `connbench:${TARGET}`,
   });
   pools.created += 1;
