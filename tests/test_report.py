@@ -62,7 +62,7 @@ def expected_figures(run: R.RunData) -> set[str]:
     ts = run.timeseries[run.timeseries["cell_id"].isin(set(valid["cell_id"]))]
     for scenario, rows in valid.groupby("scenario"):
         if scenario in R.SWEPT_SCENARIOS:  # their own figure, named like the scenario, without a timeline
-            names.add(scenario)
+            names.add(f"{scenario}-timeline" if scenario in R.FAILURE_SCENARIOS else scenario)  # silent-drop's
             continue
         if scenario in (R.MAIN_SCENARIO, "spike") or scenario in R.path_scenarios(run):  # the path's figures
             continue

@@ -28,6 +28,8 @@ from benchmarks.load.plan import LoadPlan
 
 PERCENTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 OPEN_KEYS = ("scheduled", "dropped", "late")
+# The outcome of a request still unanswered when the load ended (its user stopped mid-request).
+UNANSWERED = "Unanswered"
 
 
 def _zero_open() -> dict[str, int]:

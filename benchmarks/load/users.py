@@ -24,7 +24,7 @@ from locust.runners import MasterRunner
 from locust.user.users import LOCUST_STATE_STOPPING
 
 from benchmarks.load import arrival as A
-from benchmarks.load.recorder import RECORDER
+from benchmarks.load.recorder import RECORDER, UNANSWERED
 
 ARRIVAL_PREFIX = A.ARRIVAL_PREFIX
 
@@ -66,8 +66,12 @@ class TargetUser(ConnbenchUser):
     @task
     def db(self) -> None:
         sent = time.time()
-        with self.client.get(self.db_path, name=self.request_name, catch_response=True) as resp:
-            judge(resp, sent)
+        try:
+            with self.client.get(self.db_path, name=self.request_name, catch_response=True) as resp:
+                judge(resp, sent)
+        except gevent.GreenletExit:  # still unanswered when the load ended: the user is stopped mid-request
+            RECORDER.outcome(UNANSWERED, None, sent)
+            raise
 
 
 @dataclass

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from benchmarks.results.findings import sentences
 from benchmarks.results.findings.capacity import open_sentences, slow_work_sentences
-from benchmarks.results.findings.faults import FAULT_COLUMNS, GENERIC_FAULT_COLUMNS
+from benchmarks.results.findings.faults import FAILURE_SCENARIOS, FAULT_COLUMNS, GENERIC_FAULT_COLUMNS
 from benchmarks.results.findings.frameworks import FRAMEWORK_FAMILIES
 from benchmarks.results.findings.pool_size import sentences as pool_size_sentences
 from benchmarks.results.findings.pooler import conn_cap_sentences, distance_sentences
@@ -58,6 +58,7 @@ from benchmarks.results.stats import per_target_table as findings
 
 __all__ = [
     "BOOL_COLUMNS",
+    "FAILURE_SCENARIOS",
     "FAULT_COLUMNS",
     "GENERIC_FAULT_COLUMNS",
     "MAIN_SCENARIO",

@@ -20,6 +20,7 @@ from benchmarks.results.runfolder import RESULTS_ROOT
 from benchmarks.results.summary import (
     BASELINE_COLUMNS,
     CAPACITY_COLUMNS,
+    ADDED_COLUMNS,
     SCHEMA_VERSION,
     SUMMARY_COLUMNS,
     TIMESERIES_COLUMNS,
@@ -173,9 +174,12 @@ def read_summary(run_dir: Path) -> pd.DataFrame:
             f"{run_dir}: no finished cell (no summary.csv); finish the run with `connbench run --resume {run_dir}`"
         )
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in SUMMARY_COLUMNS if c not in df.columns]
+    missing = [c for c in SUMMARY_COLUMNS if c not in df.columns and c not in ADDED_COLUMNS]
     if missing:
         raise ConnbenchError(f"{path} lacks the columns {', '.join(missing)} of results schema {SCHEMA_VERSION}")
+    for col in ADDED_COLUMNS:
+        if col not in df.columns:
+            df[col] = ""
     if df.empty:
         raise ConnbenchError(
             f"{run_dir}: no finished cell (summary.csv is empty); finish the run with "

@@ -58,6 +58,7 @@ METRICS: dict[str, Metric] = {
     "served_rps": Metric("served", "req/s", HIGHER, "successful requests per second: rps × (1 − error_rate)", _served),
     "latency_p50_ms": Metric("p50", "ms", LOWER, "median response time (closed loop: from the send)"),
     "latency_p99_ms": Metric("p99", "ms", LOWER, "99th percentile response time"),
+    "latency_max_ms": Metric("slowest request", "ms", LOWER, "the longest response time"),
     "error_rate": Metric("error rate", "", LOWER, "share of requests that failed", travels=True),
     "errors_53300": Metric("53300 errors", "", LOWER, "requests failed with SQLSTATE 53300 (too many connections)"),
     "errors_after_action": Metric("failed requests after the action", "", LOWER, "failures after the fault"),
@@ -82,6 +83,11 @@ METRICS: dict[str, Metric] = {
         "exit hook reached the database", "", HIGHER, "the exit hook wrote its row", travels=True
     ),
     "release_s": Metric("connections released after", "s", LOWER, "from the signal to no connection left"),
+    "hang_s": Metric("longest hang", "s", LOWER, "the longest a request took to fail after the idle gap"),
+    "orphans": Metric(
+        "orphaned sessions", "", LOWER, "sessions PostgreSQL still held after the target exited", travels=True
+    ),
+    "dropped_packets": Metric("packets dropped", "", None, "packets of forgotten flows the middlebox dropped"),
     # settings of the run, as its cells record them
     "workers": Metric("workers", "", None, "target processes per target", travels=True),
     "pool_max": Metric("pool_max", "", None, "the pool's maximum size per process", travels=True),

@@ -24,6 +24,7 @@ from benchmarks.results.findings import (
     pooler,
     shared_client,
     shutdown,
+    silent_drop,
 )
 from benchmarks.results.findings.common import Answer
 from benchmarks.results.load import RunData
@@ -39,7 +40,7 @@ class Question:
 
 TIME_SPLIT = "Where a request's time goes (getting a connection, the query, the rest)"
 ERRORS = "Errors (when a shared client breaks)"
-FAULTS = "Faults: cold start, database restart, connection cap, idle timeout, shutdown"
+FAULTS = "Faults: cold start, restarts, the connection cap, idle, dropped and killed connections, shutdown, freezing"
 PATH = "The connection path: distance, TLS and where the pooler sits"
 CONNECTIONS = "Connections PostgreSQL sees"
 POOL_SIZE = "How big should the pool be"
@@ -53,6 +54,7 @@ QUESTIONS = [
     Question("What does a client created per call and never closed do?", FAULTS, leaks.answer),
     Question("What does a pooler change, and where should it sit?", PATH, pooler.answer),
     Question("What happens on shutdown?", FAULTS, shutdown.answer),
+    Question("Which settings survive a connection that dies silently?", FAULTS, silent_drop.answer),
     Question("How big should the pool be?", POOL_SIZE, pool_size.answer),
     Question("How many requests per second does each strategy serve within the SLO?", OPEN_MODEL, capacity.answer),
     Question("Does a pooler next to the Worker give Hyperdrive's saving?", PATH, hyperdrive.answer),

@@ -12,6 +12,7 @@ from typing import Any
 
 from benchmarks.load.sampler import Sampler
 from benchmarks.run.scenario import Scenario
+from benchmarks.stack.middlebox import unavailable as middlebox_unavailable
 from benchmarks.stack.network import DEFAULT_POOLER
 from benchmarks.stack.procs import stop_process
 from targets.contract import SETTINGS
@@ -108,12 +109,20 @@ def skip_reason(sc: Scenario, target: Target, external_db: bool, rtt_ms: float =
             return "needs to start the target (a --url service is already running)"
         if sc.signals:
             return f"needs to send {sc.signals[0]} to the target (a --url service is not connbench's to signal)"
+        if any(a.do == "freeze" for a in sc.actions):
+            return "freezes the target's processes (a --url service is not connbench's to signal)"
         if sc.workers > 1:
             return f"starts the target with {sc.workers} worker processes (a --url service is already running)"
         if sc.target_env or any(k in SETTINGS for k in sc.sweep):
             return "sets the target's settings when it starts (a --url service is already running)"
     elif is_user_target(target) and sc.workers > 1 and not target.takes_workers:
         return f"starts the target with {sc.workers} worker processes; its command has no {{workers}} placeholder"
+    if sc.idle_drop_s:
+        if external_db or rtt_ms or target.via_pgbouncer:
+            return "puts a silent-drop middlebox in front of PostgreSQL: only on loopback, without PgBouncer or --dsn"
+        reason = middlebox_unavailable()
+        if reason:
+            return f"puts a silent-drop middlebox in front of PostgreSQL, which {reason}"
     if external_db:
         if any(a.do == "restart-db" for a in sc.actions):
             return "restarts PostgreSQL (--dsn: connbench does not restart a database it did not start)"

@@ -6,6 +6,8 @@
 - `shutdown_metrics` (sigterm / sigkill): the exit hook's row in shutdown_log and the seconds until PostgreSQL
   shows no connection of the target.
 - `errors_with_sqlstate`: failures whose 503 body carried a given SQLSTATE (53300: too many connections).
+- `longest_failure_s` and `orphan_sessions` (a silent-drop middlebox in the path): how long the requests
+  that failed after the idle gap hung, and the sessions PostgreSQL still holds once the target has exited.
 
 README's "Fault scenarios" documents what each figure means.
 """
@@ -20,7 +22,7 @@ from typing import Any
 
 import psycopg
 
-from benchmarks.load.sampler import open_monitor, poll_connections
+from benchmarks.load.sampler import open_monitor, poll_connections, terminate_sessions
 from benchmarks.run.cells import Cell
 from benchmarks.run.scenario import SIGNALS
 from benchmarks.stack.external import Database
@@ -31,6 +33,11 @@ TICK = 0.1  # seconds per bin of the locustfile's outcome counts
 # Failures that only say the target no longer listens (after SIGTERM/SIGKILL): not requests it had accepted.
 NOT_LISTENING = ("ConnectionRefusedError",)
 RECOVERED_TAIL_S = 2.0  # "recovered" looks at the last seconds of load
+# The events (timeseries.csv `event`) that start a fault, and those that end it.
+FAULT_STARTS = (
+    "db-stop", "terminate", *SIGNALS, "pooler-stop", "pause", "restart-pooler", "pause-pooler", "freeze", "mark",
+)  # fmt: skip
+FAULT_ENDS = ("db-up", "pooler-up", "resume", "thaw")
 RELEASE_WAIT_S = 10.0  # after the target exited, how long to wait for PostgreSQL to drop its connections
 
 
@@ -86,6 +93,29 @@ def accepted_failures(final: dict[str, Any], signalled: float, after: list[Bin])
     return in_flight + later
 
 
+def longest_failure_s(final: dict[str, Any], since: float) -> float | None:
+    """The longest a failed request took, among those that failed at or after `since`; None without failures."""
+    spans = [done - sent for sent, done, _err, _n in final.get("failure_spans_s") or [] if done >= since]
+    return round(max(spans), 3) if spans else None
+
+
+def orphan_sessions(pg: Database, app: str, wait: float = 1.0) -> int | None:
+    """Sessions of `app` PostgreSQL still holds after its target exited (a closed connection's session ends
+    at once; one whose FIN a middlebox dropped stays until PostgreSQL's keepalive notices), which it then ends
+    so that they hold none of the next cells' slots."""
+    n = None
+    deadline = time.monotonic() + wait
+    with contextlib.suppress(psycopg.Error), contextlib.closing(open_monitor(pg.admin_dsn)) as mon:
+        while True:
+            n = poll_connections(mon, pg.dbname).get(app, {}).get("total", 0)
+            if not n or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        if n:
+            terminate_sessions(mon, app, pg.dbname)
+    return n
+
+
 def event_time(events: list[tuple[float, str]], *prefixes: str) -> float | None:
     return next((t for t, name in events if name.startswith(prefixes)), None)
 
@@ -106,8 +136,8 @@ def action_metrics(
 ) -> dict[str, Any]:
     """outage_s, errors_after_action, recovery_s and recovered for a cell whose scenario has actions.
 
-    The fault starts at the first action (db-stop, terminate, sigterm, sigkill or a mark); "back" is when
-    PostgreSQL accepted connections again (db-up), or the action itself for a terminate or a mark. Times have
+    The fault starts at the first action (FAULT_STARTS); "back" is when PostgreSQL or PgBouncer accepted
+    connections again, PgBouncer resumed or the target was thawed (FAULT_ENDS), else the action itself. Times have
     the 100 ms resolution of the outcome bins (per-second `ts` rows are the fallback when the locustfile wrote
     no bins).
     """
@@ -118,10 +148,10 @@ def action_metrics(
             for r in ts
             if r.get("rps")
         ]
-    fault_at = event_time(events, "db-stop", "terminate", *SIGNALS, "mark")
+    fault_at = event_time(events, *FAULT_STARTS)
     if fault_at is None:  # the load never started, so no action ran
         return {}
-    back_at = event_time(events, "db-up") or fault_at
+    back_at = event_time(events, *FAULT_ENDS) or fault_at
     killed = any(name in SIGNALS for _, name in events)
     # The last completed request (Locust's "stopped" comes up to 2 s after the load shape ended).
     end = bins[-1].t + TICK if bins else fault_at
@@ -173,6 +203,20 @@ def shutdown_logged(pg: Database, target_id: str | None, since: float) -> bool |
     return bool(row and row[0])
 
 
+def released_after(app: str, since: float, samples: list[dict[str, Any]]) -> float | None:
+    """Seconds from `since` until the sampler's polls showed no connection of `app` and none again, or None."""
+    zero_since = None
+    for s in samples:
+        if s["t"] < since or not s["db_up"]:
+            continue
+        n = s["connections"].get(app, {}).get("total", 0)
+        if n == 0 and zero_since is None:
+            zero_since = s["t"]
+        elif n:
+            zero_since = None
+    return round(zero_since - since, 3) if zero_since is not None else None
+
+
 def release_seconds(
     pg: Database, app: str, signalled: float, samples: list[dict[str, Any]], wait: bool = True
 ) -> float | None:
@@ -181,16 +225,9 @@ def release_seconds(
     Read from the sampler's polls (every 0.2 s); when they end with connections still open, PostgreSQL is
     polled directly for up to RELEASE_WAIT_S more (the target has exited by then).
     """
-    after = [s for s in samples if s["t"] >= signalled and s["db_up"]]
-    zero_since = None
-    for s in after:
-        n = s["connections"].get(app, {}).get("total", 0)
-        if n == 0 and zero_since is None:
-            zero_since = s["t"]
-        elif n:
-            zero_since = None
-    if zero_since is not None:
-        return round(zero_since - signalled, 3)
+    released = released_after(app, signalled, samples)
+    if released is not None:
+        return released
     if not wait:
         return None
     deadline = time.monotonic() + RELEASE_WAIT_S

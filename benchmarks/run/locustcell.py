@@ -31,11 +31,21 @@ from benchmarks.load.sampler import Sample, Sampler, open_monitor, poll_sessions
 from benchmarks.load.targetstats import WindowStart, conn_slots, conn_wanted, get_stats, timing_columns
 from benchmarks.results import summary as S
 from benchmarks.run.cells import DEFAULT_MAX_CONNECTIONS, Cell
-from benchmarks.run.faults import action_metrics, errors_with_sqlstate, exited_at, shutdown_metrics
+from benchmarks.run.faults import (
+    action_metrics,
+    errors_with_sqlstate,
+    event_time,
+    exited_at,
+    longest_failure_s,
+    orphan_sessions,
+    released_after,
+    shutdown_metrics,
+)
 from benchmarks.run.kinds import CellContext, CellKind, CellResult, failed_start, row_header
-from benchmarks.run.scenario import Scenario
+from benchmarks.run.scenario import POOLER_ACTIONS, Scenario
 from benchmarks.stack.external import Database
 from benchmarks.stack.network import DEFAULT_POOLER
+from benchmarks.stack.pgbouncer import PgBouncer
 from benchmarks.stack.procs import die_with_parent, free_port, stop_process
 from benchmarks.stack.targetproc import start_target, wait_ready
 from targets.contract import Settings
@@ -70,7 +80,8 @@ class LocustKind(CellKind):
             db_query=urllib.parse.urlencode(sc.db_params_for(cell.variant)),
             arrival=sc.arrival,
             max_senders=-(-sc.max_senders // load_workers),
-            failure_spans=bool(sc.signals),  # each failure's send time: the requests lost at a signal (faults.py)
+            # each failure's send time: the requests lost at a signal, the hang after a silent drop (faults.py)
+            failure_spans=bool(sc.signals or sc.idle_drop_s),
         )
 
     def narrow(self, cell: Cell, final: dict[str, Any], row: dict[str, Any]) -> tuple[dict, dict | None, float | None]:
@@ -143,8 +154,11 @@ def run_locust_cell(kind: LocustKind, cell: Cell, ctx: CellContext) -> CellResul
     sampler.start()
     sampler.watch("locust", locust.pid)
     window = WindowStart(url, locust_out)
+    box = ctx.net.middlebox
+    dropped_before = box.dropped_packets() if box else 0
     go.touch()
-    events = run_actions(sc, locust, locust_out, proc, pg, target.conn_key)
+    bouncer = ctx.net.bouncers.get(cell.pooler or DEFAULT_POOLER) if target.via_pgbouncer else None
+    events = run_actions(sc, locust, locust_out, proc, pg, target.conn_key, bouncer)
     try:
         locust.wait(plan.seconds + LOCUST_GRACE_S)
     except subprocess.TimeoutExpired:
@@ -157,20 +171,30 @@ def run_locust_cell(kind: LocustKind, cell: Cell, ctx: CellContext) -> CellResul
     stats_start = window.stop()
     (raw / "stats.json").write_text(json.dumps({"measure_start": stats_start, "end": stats}, indent=1) + "\n")
     row.update(timing_columns(stats_start, stats), conn_wanted=conn_wanted(sc.workers, stats, stats_start))
-    target_exit = stop_process(proc, signal.SIGTERM, 30)
+    # Behind a silent drop a target's requests (and so its exit) may hang on dead connections: 5 s, not 30.
+    target_exit = stop_process(proc, signal.SIGTERM, 5 if sc.idle_drop_s else 30)
     with contextlib.suppress(Exception), contextlib.closing(open_monitor(pg.admin_dsn)) as mon:
         row["sessions_opened"] = poll_sessions(mon, pg.dbname) - sessions_before
     row["target_exit"] = target_exit
+    if box is not None:
+        row.update(dropped_packets=box.dropped_packets() - dropped_before, orphans=orphan_sessions(pg, target.conn_key))
     if sc.signals:
         row.update(shutdown_metrics(pg, target.id, events, samples))
     return summarize(kind, row, cell, locust_out, samples, stats, events, died, ctx.load_workers)
 
 
 def run_actions(
-    sc: Scenario, locust: subprocess.Popen, locust_out: Path, proc: subprocess.Popen | None, pg: Database, app: str
+    sc: Scenario,
+    locust: subprocess.Popen,
+    locust_out: Path,
+    proc: subprocess.Popen | None,
+    pg: Database,
+    app: str,
+    bouncer: PgBouncer | None = None,
 ) -> list[tuple[float, str]]:
     """Wait for the load to start, log its start, then do the scenario's actions at their times (a --url
-    service is never signalled: cells.skip_reason leaves such cells out)."""
+    service is never signalled: cells.skip_reason leaves such cells out; the pooler actions act on the
+    cell's PgBouncer, and do nothing for a target that connects directly)."""
     deadline = time.monotonic() + 60
     started_file = locust_out / "started"
     while not (started_file.exists() and started_file.read_text().strip()):  # exists before it is written
@@ -199,6 +223,20 @@ def run_actions(
             assert proc is not None
             proc.kill()
             events.append((started, "sigkill"))
+        elif action.do in POOLER_ACTIONS and bouncer is None:
+            events.append((started, f"{action.do}:none"))  # a target without PgBouncer: the control
+        elif action.do == "restart-pooler":
+            assert bouncer is not None
+            bouncer.restart(action.mode)
+            events += [(started, f"pooler-stop:{action.mode}"), (time.time(), "pooler-up")]
+        elif action.do in ("pause-pooler", "resume-pooler"):
+            assert bouncer is not None
+            bouncer.console("PAUSE" if action.do == "pause-pooler" else "RESUME")
+            events.append((started, action.do.removesuffix("-pooler")))
+        elif action.do in ("freeze", "thaw"):  # the target's whole process group, as a platform suspends it
+            assert proc is not None
+            os.killpg(proc.pid, signal.SIGSTOP if action.do == "freeze" else signal.SIGCONT)
+            events.append((started, action.do))
         elif action.do == "mark":
             events.append((started, f"mark:{action.label}" if action.label else "mark"))
     return events
@@ -287,6 +325,13 @@ def summarize(
     row["errors_53300"] = errors_with_sqlstate(final, "53300", start, final["stopped"])
     if cell.scenario.actions:
         row.update(action_metrics(cell, ts, events, t0, final=final, samples=sdicts))
+    if cell.scenario.idle_drop_s:
+        mark = next((t for t, name in events if name.startswith("mark")), t0)
+        row["hang_s"] = longest_failure_s(final, mark)
+    frozen, thawed = event_time(events, "freeze"), event_time(events, "thaw")
+    if frozen is not None:  # how long PostgreSQL kept the frozen process's connections
+        held = [s for s in sdicts if thawed is None or s["t"] < thawed]
+        row["release_s"] = released_after(app, frozen, held)
     for r in ts:
         r.update(
             cell_id=cell.id,

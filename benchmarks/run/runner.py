@@ -33,6 +33,7 @@ from benchmarks.run.scenario import Scenario, load_profile
 from benchmarks.run.thresholds import Scope, check_run, parse_list
 from benchmarks.run.verify import choose_verified
 from benchmarks.stack.external import Database, ExternalPostgres
+from benchmarks.stack.middlebox import Middlebox
 from benchmarks.stack.network import Network
 from benchmarks.stack.pgbouncer import choose_targets
 from benchmarks.stack.postgres import EmbeddedPostgres, find_bindir
@@ -51,10 +52,15 @@ def stack(cells: list[Cell], db: ExternalPostgres | None = None) -> Iterator[tup
         return
     sc, first = cells[0].scenario, cells[0]
     poolers = tuple(dict.fromkeys(c.pooler for c in cells if c.pooler))
-    with (
-        EmbeddedPostgres(max_connections=sc.max_connections, settings=sc.pg_settings, tls=first.tls) as pg,
-        Network(pg, first.rtt_ms, poolers) as net,
-    ):
+    with contextlib.ExitStack() as stack:
+        box = stack.enter_context(Middlebox(sc.idle_drop_s)) if sc.idle_drop_s else None
+        listen = (box.host_address, box.address) if box else None
+        pg = stack.enter_context(
+            EmbeddedPostgres(
+                max_connections=sc.max_connections, settings=sc.pg_settings, tls=first.tls, also_listen=listen
+            )
+        )
+        net = stack.enter_context(Network(pg, first.rtt_ms, poolers, middlebox=box))
         yield pg, net
 
 
@@ -242,9 +248,8 @@ def _run_cells(
         groups: dict[tuple, list[Cell]] = {}
         for c in todo:  # one PostgreSQL per server configuration and connection path, shared by the scenarios
             sc = c.scenario
-            groups.setdefault((sc.max_connections, tuple(sorted(sc.pg_settings.items())), c.tls, c.rtt_ms), []).append(
-                c
-            )
+            key = (sc.max_connections, tuple(sorted(sc.pg_settings.items())), c.tls, c.rtt_ms, sc.idle_drop_s)
+            groups.setdefault(key, []).append(c)
         for group in groups.values():
             with stack(group, db) as (pg, net):
                 for cell in group:

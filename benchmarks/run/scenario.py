@@ -27,10 +27,11 @@ the file and the key, so a typo never silently changes a benchmark.
     rtt_ms = [0, 10]                    # one set of cells per RTT added to the database side (ms)
     tls = [false, true]                 # and per TLS mode
     pooler = ["near-db", "near-app"]    # the pgbouncer targets once per place of PgBouncer
+    idle_drop_s = 3                     # a middlebox silently drops connections idle 3 s (root; loopback only)
     [[actions]]                         # things done to the stack at a time after load start
     at = 8
     do = "restart-db"                   # restart-db | terminate (the target's sessions) | sigterm | sigkill | mark
-    mode = "fast"
+    mode = "fast"                       # | restart-pooler | pause-pooler | resume-pooler | freeze | thaw
     [profiles.smoke]
     users = [4]
     duration = 3
@@ -74,7 +75,9 @@ FAMILY_NAMES = {t.family for t in TARGETS.values()}  # "prisma" in a targets lis
 PROFILES = ("smoke", "quick", "full")
 CAPACITY_KEYS = {f.name for f in dataclasses.fields(CapacitySearch)}
 SIGNALS = ("sigterm", "sigkill")  # the actions that signal the target itself
-ACTIONS = ("restart-db", "terminate", *SIGNALS, "mark")  # terminate: pg_terminate_backend on the target's sessions
+POOLER_ACTIONS = ("restart-pooler", "pause-pooler", "resume-pooler")  # the cell's PgBouncer (its console)
+# terminate: pg_terminate_backend on the target's sessions; freeze/thaw: SIGSTOP/SIGCONT its process group
+ACTIONS = ("restart-db", "terminate", *SIGNALS, *POOLER_ACTIONS, "freeze", "thaw", "mark")
 TOP_KEYS = {
     "description",
     "kind",
@@ -92,7 +95,7 @@ TOP_KEYS = {
 }
 LOAD_KEYS = {"users", "warmup", "duration", "spawn_rate", "stages", "params", "rates", "arrival", "max_senders"}
 PROFILE_KEYS = LOAD_KEYS | {"repeats", "targets", "actions", "cold_start", "sweep", "capacity", "network", "thresholds"}
-NETWORK_KEYS = {"rtt_ms", "tls", "pooler"}
+NETWORK_KEYS = {"rtt_ms", "tls", "pooler", "idle_drop_s"}
 SWEEPABLE = set(SETTINGS) | set(DB_PARAMS)  # target settings (README's table) and /db parameters
 
 
@@ -134,6 +137,7 @@ class Scenario:
     rtt_ms: tuple[float, ...] = (0,)
     tls: tuple[bool, ...] = (False,)
     pooler: tuple[str, ...] = ("near-db",)
+    idle_drop_s: float = 0  # a middlebox silently drops connections idle this long (0: none; stack/middlebox.py)
     thresholds: tuple[str, ...] = ()  # what must hold in this scenario's valid cells (benchmarks/run/thresholds.py)
 
     def variants(self) -> list[tuple[tuple[str, Any], ...]]:
@@ -289,6 +293,8 @@ def _network(where: str, table: Any) -> dict[str, Any]:
                 out[key] = parse(value)
             except ConnbenchError as exc:
                 raise ConnbenchError(f"{where}: key {key!r}: {exc}") from None
+    if "idle_drop_s" in table:
+        out["idle_drop_s"] = _typed(where, "idle_drop_s", table["idle_drop_s"], float, 0)
     return out
 
 

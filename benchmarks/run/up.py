@@ -113,7 +113,7 @@ class Stack(Managed):
 
     def start(self) -> None:
         from benchmarks.stack.network import Network
-        from benchmarks.stack.pgbouncer import choose_targets
+        from benchmarks.stack.pgbouncer import DEFAULT_POOL_SIZE, choose_targets
         from benchmarks.stack.postgres import EmbeddedPostgres, redact
 
         if not self.locustfile.is_file():
@@ -141,8 +141,8 @@ class Stack(Managed):
             self.pg = EmbeddedPostgres(max_connections=self.max_connections, tls=self.tls)
         self.pg.start()
         poolers = (self.pooler,) if any(TARGETS[t].via_pgbouncer for t in ids) else ()
-        kwargs = {} if self.pgbouncer_pool is None else {"pool_size": self.pgbouncer_pool}
-        self.net = Network(self.pg, self.rtt_ms, poolers, **kwargs).__enter__()
+        pool_size = DEFAULT_POOL_SIZE if self.pgbouncer_pool is None else self.pgbouncer_pool
+        self.net = Network(self.pg, self.rtt_ms, poolers, pool_size=pool_size).__enter__()
         for name, dsn in self.net.lines():
             self.say(f"{name + ':':<10} {redact(dsn)}")
         self.say(self.net.describe())

@@ -4,6 +4,8 @@
     pgbouncer near-db:  targets -> distance -> PgBouncer -> PostgreSQL   (every client connect crosses it)
     pgbouncer near-app: targets -> PgBouncer -> distance -> PostgreSQL   (only its pooled server connections do)
 
+    silent drop:        targets -> middlebox -> PostgreSQL                (benchmarks/stack/middlebox.py)
+
 At RTT 0 there is no relay: loopback as it is. The harness (sampler, faults, tests) talks to PostgreSQL
 directly through `pg.admin_dsn`, never across the distance.
 """
@@ -16,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from benchmarks.errors import ConnbenchError
 from benchmarks.stack.distance import Distance
 from benchmarks.stack.external import Database
+from benchmarks.stack.middlebox import Middlebox
 from benchmarks.stack.pgbouncer import DEFAULT_POOL_SIZE, PgBouncer
 from benchmarks.stack.postgres import EmbeddedPostgres
 from targets.registry import get_target
@@ -65,8 +68,12 @@ class Network(contextlib.ExitStack):
         poolers: Sequence[str] = (),
         pool_size: int = DEFAULT_POOL_SIZE,
         pgbouncer_port: int | None = None,
+        middlebox: Middlebox | None = None,
     ) -> None:
         super().__init__()
+        if middlebox is not None and (rtt_ms or poolers):
+            raise ConnbenchError("a silent-drop middlebox runs on loopback, without a distance or PgBouncer")
+        self.middlebox = middlebox
         self.pg = pg
         self.rtt_ms = rtt_ms
         self.poolers = tuple(poolers)
@@ -111,6 +118,8 @@ class Network(contextlib.ExitStack):
         """The DSN a target uses: PgBouncer's at `pooler` for the pgbouncer targets, else PostgreSQL's."""
         if target_id is not None and get_target(target_id).via_pgbouncer:
             return self.pooler_dsn(pooler)
+        if self.middlebox is not None:
+            return self._embedded().dsn_at(self.pg.port, self.middlebox.address)
         return self.pg.dsn_at(self._far(self.pg.port))
 
     def pooler_dsn(self, pooler: str) -> str:
@@ -127,6 +136,8 @@ class Network(contextlib.ExitStack):
 
     def describe(self) -> str:
         where = f"{self.rtt_ms} ms RTT away (a delay relay)" if self.rtt_ms else "on loopback"
+        if self.middlebox is not None:
+            where = f"behind a middlebox that silently drops connections idle {self.middlebox.idle_s} s"
         tls = "TLS" if self.pg.tls else "no TLS"
         placed = ", ".join(f"PgBouncer {p}" for p in self.bouncers)
         return f"# the database side is {where}, scram-sha-256, {tls}" + (f"; {placed}" if placed else "")

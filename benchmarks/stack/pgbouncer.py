@@ -16,6 +16,9 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+import psycopg
+from psycopg import pq
+
 from benchmarks.errors import ConnbenchError
 from benchmarks.stack.postgres import DB_NAME, DB_USER, EmbeddedPostgres
 from benchmarks.stack.procs import (
@@ -34,6 +37,7 @@ from targets.registry import TARGETS, get_target
 from targets.yours import UserTarget, register
 
 DEFAULT_POOL_SIZE = 10
+STOP_SIGNALS = {"fast": signal.SIGTERM, "smart": signal.SIGINT}  # PgBouncer's immediate and safe shutdown
 
 
 def find_pgbouncer() -> str | None:
@@ -140,14 +144,19 @@ max_client_conn = 2000
 ignore_startup_parameters = extra_float_digits,statement_timeout
 logfile = {self.dir / "pgbouncer.log"}
 pidfile = {self.dir / "pgbouncer.pid"}
+admin_users = {DB_USER}
 {self._tls_settings()}"""
         )
         ids = service_ids()
         for f in self.dir.iterdir():
             if ids:
                 shutil.chown(f, user=ids["user"], group=ids["group"])
+        self._launch()
+
+    def _launch(self) -> None:
+        assert self.dir is not None
         self.proc = subprocess.Popen(
-            [self.binary, str(ini)],
+            [self.binary, str(self.dir / "pgbouncer.ini")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -156,6 +165,19 @@ pidfile = {self.dir / "pgbouncer.pid"}
         )
         if not wait_port(self.port, 15, self.proc):
             raise ConnbenchError(f"PgBouncer failed to start; log:\n{log_tail(self.dir / 'pgbouncer.log')}")
+
+    def restart(self, mode: str = "fast") -> None:
+        """Stop PgBouncer (fast: SIGTERM, its immediate shutdown; smart: SIGINT, its safe shutdown, which
+        waits for server connections to be released) and start it again on the same port."""
+        stop_process(self.proc, STOP_SIGNALS[mode], 10)
+        self._launch()
+
+    def console(self, command: str) -> None:
+        """Run a command on PgBouncer's admin console (PAUSE, RESUME): simple protocol, as the console needs."""
+        with psycopg.connect(self.pg.dsn_at(self.port).replace(f"/{DB_NAME}?", "/pgbouncer?"), autocommit=True) as c:
+            result = c.pgconn.exec_(command.encode())
+            if result.status != pq.ExecStatus.COMMAND_OK:
+                raise ConnbenchError(f"PgBouncer {command}: {result.error_message.decode(errors='replace').strip()}")
 
     def cleanup(self) -> None:
         try:

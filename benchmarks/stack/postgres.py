@@ -53,9 +53,11 @@ BASE_SETTINGS = {
 STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
 
 
-def make_dsn(user: str, password: str, port: int, dbname: str, sslmode: str = "disable") -> str:
-    """A URL DSN on loopback. The passwords are hex, so they need no quoting."""
-    return f"postgresql://{user}:{password}@127.0.0.1:{port}/{dbname}?sslmode={sslmode}"
+def make_dsn(
+    user: str, password: str, port: int, dbname: str, sslmode: str = "disable", host: str = "127.0.0.1"
+) -> str:
+    """A URL DSN, on loopback by default. The passwords are hex, so they need no quoting."""
+    return f"postgresql://{user}:{password}@{host}:{port}/{dbname}?sslmode={sslmode}"
 
 
 def libpq_env(dsn: str) -> dict[str, str]:
@@ -121,8 +123,12 @@ class EmbeddedPostgres(Managed):
         max_connections: int = 100,
         settings: dict[str, str] | None = None,
         tls: bool = False,
+        also_listen: tuple[str, str] | None = None,
     ) -> None:
+        """`also_listen`: (address, client) to listen on besides loopback, and the one client address there
+        that may log in (a middlebox's ends: benchmarks/stack/middlebox.py)."""
         self.bindir = find_bindir()
+        self.also_listen = also_listen
         self.tls = tls
         if tls and shutil.which("openssl") is None:
             raise ConnbenchError("--tls needs the openssl command to make a certificate (apt-get install openssl)")
@@ -132,6 +138,8 @@ class EmbeddedPostgres(Managed):
             check_port_free(port, "PostgreSQL")
         self.port = port or free_port()
         self.settings = {**BASE_SETTINGS, "max_connections": str(max_connections), **(settings or {})}
+        if also_listen:
+            self.settings["listen_addresses"] += f",{also_listen[0]}"
         self.dir: Path | None = None
         self.proc: subprocess.Popen | None = None
 
@@ -146,9 +154,9 @@ class EmbeddedPostgres(Managed):
         """What targets use: the `connbench` role on the `connbench` database."""
         return self.dsn_at(self.port)
 
-    def dsn_at(self, port: int) -> str:
-        """The targets' DSN with another port: a PgBouncer's or a relay's in front of this server."""
-        return make_dsn(DB_USER, self.password, port, DB_NAME, self.sslmode)
+    def dsn_at(self, port: int, host: str = "127.0.0.1") -> str:
+        """The targets' DSN with another port (a PgBouncer's or a relay's in front of this server) or host."""
+        return make_dsn(DB_USER, self.password, port, DB_NAME, self.sslmode, host)
 
     @property
     def admin_dsn(self) -> str:
@@ -191,6 +199,9 @@ class EmbeddedPostgres(Managed):
             pwfile.unlink()
             if out.returncode != 0:
                 raise ConnbenchError(f"initdb failed: {(out.stderr or out.stdout).strip().splitlines()[-1]}")
+            if self.also_listen:
+                with open(self.dir / "data" / "pg_hba.conf", "a") as hba:
+                    hba.write(f"host all all {self.also_listen[1]}/32 scram-sha-256\n")
             if self.tls:
                 self._make_certificate()
                 os.environ[DB_CA_ENV] = str(self.tls_files[0])  # inherited by every target connbench starts

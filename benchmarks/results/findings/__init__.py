@@ -11,6 +11,7 @@
 - pool_size: how big a pool should be
 - capacity: the open model, the capacity search and slow work
 - faults: every fault scenario in one sentence each
+- silent_drop: connections a middlebox drops without a word, and the settings that survive it
 - thresholds: the run's --threshold checks, held or breached by which cells
 
 `questions.py` maps each question to its group's answer; `sentences(run)` is the appendix, every finding.
@@ -18,7 +19,16 @@
 
 from __future__ import annotations
 
-from benchmarks.results.findings import capacity, cost, faults, overview, pool_size, pooler, thresholds
+from benchmarks.results.findings import (
+    capacity,
+    cost,
+    faults,
+    overview,
+    pool_size,
+    pooler,
+    silent_drop,
+    thresholds,
+)
 from benchmarks.results.load import RunData
 from benchmarks.results.stats import main_aggregate, per_target_table
 
@@ -35,7 +45,7 @@ def sentences(run: RunData) -> list[str]:
     out += overview.failure_sentences(ok, clean)
     out += overview.connections_sentence(run, ok)
     out += cost.baseline_sentences(run, ok)
-    out += faults.sentences(run)
+    out += faults.sentences(run) + silent_drop.sentences(run)
     out += pooler.conn_cap_sentences(run) + pool_size.sentences(run) + capacity.slow_work_sentences(run)
     out += overview.invalid_sentence(run)
     out += thresholds.sentences(run)

@@ -73,7 +73,7 @@ def answer(run: RunData) -> Answer | None:
     sustained = Estimate.of(first["sustainable_rps"])
     target = str(first["target"].iloc[0])
     key = KeyNumber("sustainable_rps", "req/s", "capacity", target, sustained) if sustained else None
-    return Answer(f"Within a p99 of {slo} from the due time: " + ", ".join(served) + ".", " ".join(s[:2]), key)
+    return Answer(f"Within a p99 of {slo}: " + ", ".join(served) + ".", " ".join(s[:2]), key)
 
 
 def slow_work_sentences(run: RunData) -> list[str]:

@@ -28,9 +28,9 @@ def answer(run: RunData) -> Answer | None:
                 f"{rb.text('req/s') if rb else 'n/a'}."
             )
             short = (
-                f"Connecting per request answers in {fmt.num(a.value, 'ms')} at p50 against {fmt.num(b.value, 'ms')} "
-                f"with a pool ({a.value / b.value:.0f}× slower), opening "
-                f"{fmt.per_request_text(spr.value if spr else None)} PostgreSQL sessions per request."
+                f"Connecting per request: p50 {fmt.num(a.value, 'ms')} against {fmt.num(b.value, 'ms')} "
+                f"with a pool ({a.value / b.value:.0f}× slower), "
+                f"{fmt.per_request_text(spr.value if spr else None)} new sessions per request."
             )
             return Answer(short, sentence, key_number("latency_p50_ms", MAIN_SCENARIO, per, a))
     return None

@@ -20,7 +20,13 @@ FAULT_COLUMNS: dict[str, list[str]] = {
     "idle-timeout": ["errors_after_action", "recovery_s", "recovered"],
     "shutdown": ["shutdown_logged", "release_s", "errors_after_action"],
     "shutdown-kill": ["shutdown_logged", "release_s", "errors_after_action"],
+    "killed-backends": ["errors_after_action", "outage_s", "recovery_s", "recovered"],
+    "pooler-restart": ["errors_after_action", "outage_s", "recovery_s", "recovered"],
+    "pooler-pause": ["errors_after_action", "latency_max_ms", "recovered"],
+    "frozen": ["release_s", "errors_after_action", "recovery_s", "recovered"],
 }
+# The failures production connections meet: each drawn as a timeline too (figures/failures.png).
+FAILURE_SCENARIOS = ["silent-drop", "killed-backends", "pooler-restart", "pooler-pause", "frozen"]
 # For a scenario not listed above: whichever of these it filled.
 GENERIC_FAULT_COLUMNS = ["time_to_ready_s", *SCHEMA_FAULT_COLUMNS]
 # Scenarios told elsewhere: the load scenarios' own figures.

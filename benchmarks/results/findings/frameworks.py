@@ -45,7 +45,7 @@ def sqlalchemy(run: RunData) -> Answer | None:
         return None
     (np50, nrps, _), (qp50, qrps, _) = got[SA_NULL_PGB], got[SA_QUEUE_PGB]
     short = (
-        f"Behind PgBouncer, NullPool answers in {fmt.num(np50.value, 'ms')} at p50 against "
+        f"NullPool answers in {fmt.num(np50.value, 'ms')} at p50 against "
         f"{fmt.num(qp50.value, 'ms')} with QueuePool, {fmt.num(nrps.value, 'req/s')} against "
         f"{fmt.num(qrps.value, 'req/s')}."
     )
@@ -73,8 +73,8 @@ def pre_ping(run: RunData) -> Answer | None:
     (pp50, pprps, _), (q50, qrps, _) = got[SA_PRE_PING], got[SA_QUEUE]
     added = pp50.value - q50.value
     short = (
-        f"pool_pre_ping adds {fmt.num(added, 'ms')} at p50 ({fmt.num(pp50.value, 'ms')} against "
-        f"{fmt.num(q50.value, 'ms')}) and serves {fmt.num(pprps.value, 'req/s')} against "
+        f"It adds {fmt.num(added, 'ms')} at p50 ({fmt.num(pp50.value, 'ms')} against "
+        f"{fmt.num(q50.value, 'ms')}), {fmt.num(pprps.value, 'req/s')} against "
         f"{fmt.num(qrps.value, 'req/s')} without it."
     )
     detail = (
@@ -129,9 +129,9 @@ def node(run: RunData) -> Answer | None:
         return None
     (o50, orps, ospr), (c50, crps, cspr), (j50, jrps, jspr) = got[PG_POOL], got[PG_CLIENT], got[POSTGRES_JS]
     short = (
-        f"postgres.js serves {fmt.num(jrps.value, 'req/s')}, a pg.Pool {fmt.num(orps.value, 'req/s')}, a "
-        f"pg.Client per request {fmt.num(crps.value, 'req/s')} at p50 {fmt.num(c50.value, 'ms')}, opening "
-        f"{_sessions(cspr)} sessions per request."
+        f"postgres.js {fmt.num(jrps.value, 'req/s')}, a pg.Pool {fmt.num(orps.value, 'req/s')}, a "
+        f"pg.Client per request {fmt.num(crps.value, 'req/s')} (p50 {fmt.num(c50.value, 'ms')}, "
+        f"{_sessions(cspr)} sessions per request)."
     )
     detail = (
         f"{POSTGRES_JS} (a module-level postgres() client) serves {jrps.text('req/s')} at p50 {j50.text('ms')} (new "

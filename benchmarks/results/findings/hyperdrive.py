@@ -39,7 +39,7 @@ def answer(run: RunData) -> Answer | None:
     saving = 1 - float(p50_pooled.iloc[0]) / float(p50_direct.iloc[0])
     path = path_label(tls, "")
     short = (
-        f"PgBouncer next to the Worker saves {fmt.num(saved_trips)} round trips per request (claim: "
+        f"It saves {fmt.num(saved_trips)} round trips per request (claim: "
         f"{CLAIMED_ROUND_TRIPS}) and {fmt.pct(saving)} of p50 at {fmt.num(rtt)} ms RTT (claim: up to "
         f"{fmt.pct(CLAIMED_SAVING)})."
     )

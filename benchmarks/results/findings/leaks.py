@@ -34,8 +34,8 @@ def answer(run: RunData) -> Answer | None:
             )
             key = key or key_number("conn_peak", CAP, t, peak)
             short = short or (
-                f"{t} climbs to {fmt.num(peak.value)} connections and fails {fmt.pct(rate.value)} of requests"
-                + (f", {fmt.num(e53300.value)} with 53300 (too many connections)" if e53300 and e53300.value else "")
+                f"{t} climbs to {fmt.num(peak.value)} connections, fails {fmt.pct(rate.value)} of requests"
+                + (f", {fmt.num(e53300.value)} with 53300" if e53300 and e53300.value else "")
             )
     if not out:
         return None

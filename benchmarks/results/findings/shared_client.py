@@ -73,7 +73,7 @@ def claim_worker(run: RunData) -> Answer | None:
     holds = (g_rps.value == 0 or (g_err and g_err.value >= 0.4)) and p_err and p_err.value < 0.01
     verdict = "holds" if holds else "does not hold as stated"
     short = (
-        f"The claim {verdict}: worker-global served {fmt.num(g_rps.value, 'req/s')} under load, worker-per-request "
+        f"{verdict.capitalize()}: worker-global served {fmt.num(g_rps.value, 'req/s')} under load, worker-per-request "
         f"{fmt.num(p_rps.value, 'req/s')} with {fmt.pct(p_err.value) if p_err else 'n/a'} errors."
     )
     return Answer(

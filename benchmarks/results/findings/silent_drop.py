@@ -1,0 +1,85 @@
+"""Which settings survive a connection that dies silently? The silent-drop scenario: a middlebox forgets
+connections idle past its limit and drops their packets without a word. Per target, with its library's defaults
+(idle_timeout 0) and with an idle limit below the middlebox's: the requests that failed or were still unanswered
+after the idle gap, the longest of them, the first good request after the gap, and the sessions PostgreSQL was
+left holding."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from benchmarks.results import fmt
+from benchmarks.results.findings.common import Answer, capitalised, key_number
+from benchmarks.results.load import RunData
+from benchmarks.results.stats import Estimate, sweep_aggregate
+
+SCENARIO = "silent-drop"
+KEY = "idle_timeout"
+METRICS = ["errors_after_action", "hang_s", "recovery_s", "orphans"]
+
+
+def table(run: RunData) -> pd.DataFrame:
+    """Per target and idle_timeout: the medians (and intervals) of METRICS over valid repeats."""
+    return sweep_aggregate(run, SCENARIO, METRICS)
+
+
+def _setting(v: float) -> str:
+    return "its defaults" if not v else f"idle_timeout {fmt.num(v, 's')}"
+
+
+def _outcome(row: pd.Series) -> str:
+    failed = row["errors_after_action"]
+    if pd.isna(failed) or failed == 0:
+        return "no request failed after the gap"
+    text = f"{fmt.num(failed)} requests failed or hung after the gap"
+    if pd.notna(row["hang_s"]):
+        text += f", the longest for {fmt.num(row['hang_s'], 's')}"
+    text += (
+        f", the first success came {fmt.num(row['recovery_s'], 's')} after it"
+        if pd.notna(row["recovery_s"])
+        else ", and none succeeded before the load ended"
+    )
+    return text
+
+
+def sentences(run: RunData) -> list[str]:
+    t = table(run)
+    out = []
+    for target, g in t.groupby("target", sort=False):
+        parts = []
+        for _, row in g.sort_values(KEY).iterrows():
+            orphans = row["orphans"]
+            left = f"; PostgreSQL still held {fmt.num(orphans)} of its sessions after it exited" if orphans else ""
+            parts.append(f"with {_setting(row[KEY])}, {_outcome(row)}{left}")
+        out.append(f"{SCENARIO}, {target}: " + "; ".join(parts) + ".")
+    return out
+
+
+def answer(run: RunData) -> Answer | None:
+    t = table(run)
+    if t.empty:
+        return None
+    default, defended = t[t[KEY] == 0], t[t[KEY] > 0]
+    hung = default[default["errors_after_action"] > 0]
+    said = []
+    key = None
+    if not hung.empty:
+        row = hung.loc[hung["hang_s"].idxmax()] if hung["hang_s"].notna().any() else hung.iloc[0]
+        target = str(row["target"])
+        hang = row["hang_s"] if pd.notna(row["hang_s"]) else None
+        said.append(
+            f"defaults: {len(hung)} of {len(default)} targets hung on dead connections"
+            + (f" ({target}: {fmt.num(hang, 's')})" if hang is not None else "")
+        )
+        if hang is not None:
+            est = Estimate(float(hang), float(row["hang_s_lo"]), float(row["hang_s_hi"]), int(row["repeats"]))
+            key = key_number("hang_s", SCENARIO, target, est, f"{KEY} 0")
+    elif not default.empty:
+        said.append(f"defaults: {len(default)} of {len(default)} targets served on")
+    if not defended.empty:
+        clean = defended[defended["errors_after_action"].fillna(0) == 0]
+        limit = fmt.num(float(defended[KEY].min()), "s")
+        said.append(f"idle_timeout {limit}: {len(clean)} of {len(defended)} never failed")
+    if not said:
+        return None
+    return Answer(capitalised(said), " ".join(sentences(run)), key)
