@@ -70,6 +70,18 @@ def test_smoke_profile_run_has_its_baseline(smoke_run: Path) -> None:
     tps = pooled.set_index("mode")["tps"]
     # PostgreSQL's own ceiling: a new connection per transaction costs throughput (wide margin)
     assert tps["pooled"] > 2 * tps["connect-per-transaction"], baseline
+    # and its CPU: a new backend and a scram exchange per transaction (wide margin: about 100× here)
+    cpu = pooled.set_index("mode")["db_cpu_ms_per_tx"]
+    assert cpu["pooled"] > 0 and cpu["connect-per-transaction"] > 3 * cpu["pooled"], baseline
+
+
+def test_postgres_spends_more_cpu_per_request_on_a_connection_per_request(smoke_run: Path) -> None:
+    s = pd.read_csv(smoke_run / "summary.csv")
+    steady = s[s["scenario"] == "steady"].set_index("target")
+    per, pool = steady.loc["per-request-asyncpg"], steady.loc["pool-eager-asyncpg"]
+    assert pool["db_cpu_pct"] > 0 and pool["db_cpu_ms_per_request"] > 0
+    # each request forks a backend and runs a scram exchange (wide margin: about 60× here)
+    assert per["db_cpu_ms_per_request"] > 3 * pool["db_cpu_ms_per_request"], steady["db_cpu_ms_per_request"]
 
 
 def test_smoke_run_numbers_tell_the_strategies_apart(smoke) -> None:

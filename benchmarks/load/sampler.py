@@ -69,8 +69,10 @@ def poll_sessions(conn: psycopg.Connection, dbname: str = "connbench") -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
-def tree_usage(proc: psutil.Process) -> tuple[float, float]:
-    """(RSS in MB, CPU seconds) of a process and its children (uvicorn --workers forks)."""
+def tree_usage(proc: psutil.Process, reaped: bool = False) -> tuple[float, float]:
+    """(RSS in MB, CPU seconds) of a process and its children (uvicorn --workers forks). `reaped`: also the CPU
+    of the children that have exited and been waited for (PostgreSQL's backends, one per session: a session
+    that ended during the window still counts)."""
     rss = 0.0
     cpu = 0.0
     for p in [proc, *proc.children(recursive=True)]:
@@ -79,6 +81,8 @@ def tree_usage(proc: psutil.Process) -> tuple[float, float]:
                 rss += p.memory_info().rss
                 t = p.cpu_times()
                 cpu += t.user + t.system
+                if reaped and p is proc:
+                    cpu += t.children_user + t.children_system
         except psutil.Error:
             continue
     return rss / 1e6, cpu
@@ -106,15 +110,19 @@ class Sampler:
         self.dbname = dbname
         self.samples: list[Sample] = []
         self._procs: dict[str, psutil.Process] = {}
+        self._reaped: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._conn: psycopg.Connection | None = None
 
-    def watch(self, name: str, pid: int) -> None:
+    def watch(self, name: str, pid: int, reaped: bool = False) -> None:
+        """Sample the process tree of `pid` as `name` (`reaped`: its exited children's CPU too, tree_usage)."""
         try:
             self._procs[name] = psutil.Process(pid)
         except psutil.Error:
-            pass
+            return
+        if reaped:
+            self._reaped.add(name)
 
     def start(self) -> Sampler:
         self._thread = threading.Thread(target=self._loop, name="connbench-sampler", daemon=True)
@@ -149,7 +157,7 @@ class Sampler:
         procs = {}
         for name, proc in list(self._procs.items()):  # watch() may add one meanwhile
             try:
-                procs[name] = tree_usage(proc)
+                procs[name] = tree_usage(proc, name in self._reaped)
             except psutil.Error:
                 continue
         return Sample(time.time(), connections, sessions, procs, db_up)
@@ -165,7 +173,7 @@ def summarize_usage(samples: list[Sample], name: str) -> dict[str, Any]:
     """Peak RSS and mean CPU % of one watched process tree over the samples."""
     points = [(s.t, *s.processes[name]) for s in samples if name in s.processes]
     if len(points) < 2:
-        return {"rss_mb": None, "cpu_pct": None, "cpu_pct_max": None}
+        return {"rss_mb": None, "cpu_pct": None, "cpu_pct_max": None, "cpu_s": None}
     (t0, _, c0), (t1, _, c1) = points[0], points[-1]
     steps = [
         100 * (b[2] - a[2]) / (b[0] - a[0]) for a, b in zip(points, points[1:], strict=False) if b[0] - a[0] >= 0.05
@@ -174,4 +182,5 @@ def summarize_usage(samples: list[Sample], name: str) -> dict[str, Any]:
         "rss_mb": max(p[1] for p in points),
         "cpu_pct": 100 * (c1 - c0) / (t1 - t0) if t1 > t0 else None,
         "cpu_pct_max": max(steps) if steps else None,
+        "cpu_s": c1 - c0,
     }

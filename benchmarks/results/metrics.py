@@ -83,6 +83,9 @@ METRICS: dict[str, Metric] = {
         "exit hook reached the database", "", HIGHER, "the exit hook wrote its row", travels=True
     ),
     "release_s": Metric("connections released after", "s", LOWER, "from the signal to no connection left"),
+    "db_cpu_ms_per_request": Metric(
+        "database CPU per request", "ms", LOWER, "PostgreSQL's CPU time per request, its ended sessions' included"
+    ),
     "hang_s": Metric("longest hang", "s", LOWER, "the longest a request took to fail after the idle gap"),
     "orphans": Metric(
         "orphaned sessions", "", LOWER, "sessions PostgreSQL still held after the target exited", travels=True

@@ -24,7 +24,7 @@ FAULT_COLUMNS = [
 ]  # fmt: skip
 
 # Columns added within schema version 1: a run folder written before them reads with them blank.
-ADDED_COLUMNS = ["hang_s", "orphans", "dropped_packets"]
+ADDED_COLUMNS = ["hang_s", "orphans", "dropped_packets", "db_cpu_pct", "db_cpu_ms_per_request"]
 
 # The connection path of a cell (RTT added in ms, TLS, where PgBouncer sits); in summary, timeseries and baseline.
 PATH_COLUMNS = ["rtt_ms", "tls", "pooler"]
@@ -47,7 +47,7 @@ SUMMARY_COLUMNS = [
     "latency_p50_ms", "latency_p90_ms", "latency_p95_ms", "latency_p99_ms", "latency_max_ms", "latency_mean_ms",
     "acquire_p50_ms", "acquire_p99_ms", "query_p50_ms", "query_p99_ms",
     "conn_peak", "conn_mean", "conn_wanted", "conn_slots", "sessions_opened", "sessions_per_request", "errors",
-    "time_to_ready_s", "target_rss_mb", "target_cpu_pct", "locust_cpu_pct",
+    "time_to_ready_s", "target_rss_mb", "target_cpu_pct", "locust_cpu_pct", "db_cpu_pct", "db_cpu_ms_per_request",
     "locust_requests", "target_requests", "counts_agree", "target_exit",
     *FAULT_COLUMNS,
     "valid", "invalid_reason",
@@ -64,7 +64,7 @@ TIMESERIES_COLUMNS = [
 # With -C and one client, pgbench's connect time per RTT gives the round trips a new connection costs (the slope).
 BASELINE_COLUMNS = [
     "tool", "mode", *PATH_COLUMNS, "clients", "duration_s", "tps", "latency_mean_ms", "connect_ms", "round_trips",
-    "note",
+    "db_cpu_ms_per_tx", "note",
 ]  # fmt: skip
 
 PERCENTILES = {"latency_p50_ms": 0.5, "latency_p90_ms": 0.9, "latency_p95_ms": 0.95, "latency_p99_ms": 0.99}
@@ -182,3 +182,14 @@ def connection_figures(samples: list[dict[str, Any]], app_name: str, start: floa
 def errors_json(errors: dict[str, int]) -> str:
     """Errors by class, as a JSON object (a CSV cell); Locust names failures by the 503 body's error class."""
     return json.dumps(dict(sorted(errors.items(), key=lambda kv: -kv[1])), separators=(",", ":"))
+
+
+def db_cpu_per_request(cpu_s: float | None, window: list[Any], requests: int, measure_s: float) -> float | None:
+    """PostgreSQL's CPU milliseconds per request of the measured window: its CPU over the samples that span the
+    window, scaled to the whole window, divided by the window's requests."""
+    if cpu_s is None or not requests or len(window) < 2 or measure_s <= 0:
+        return None
+    sampled = window[-1].t - window[0].t
+    if sampled <= 0:
+        return None
+    return round(cpu_s * 1000 * (measure_s / sampled) / requests, 4)

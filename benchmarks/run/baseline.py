@@ -17,6 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
+
+from benchmarks.load.sampler import tree_usage
 from benchmarks.results.summary import BASELINE_COLUMNS
 from benchmarks.stack.postgres import EmbeddedPostgres, find_bindir, libpq_env
 from benchmarks.stack.procs import free_port, stop_process
@@ -41,7 +44,18 @@ def parse_pgbench(text: str) -> dict[str, float | None]:
         "tps": grab(r"tps = ([\d.]+)"),
         "latency_mean_ms": grab(r"latency average = ([\d.]+) ms"),
         "connect_ms": grab(r"average connection time = ([\d.]+) ms"),
+        "transactions": grab(r"number of transactions actually processed: (\d+)"),
     }
+
+
+def db_cpu_s(pid: int | None) -> float | None:
+    """PostgreSQL's CPU seconds so far: the postmaster, its backends, and those that have ended."""
+    if pid is None:
+        return None
+    try:
+        return tree_usage(psutil.Process(pid), reaped=True)[1]
+    except psutil.Error:
+        return None
 
 
 def parse_wrk(text: str) -> dict[str, float | None]:
@@ -55,10 +69,11 @@ def parse_wrk(text: str) -> dict[str, float | None]:
 
 
 def pgbench_rows(
-    dsn: str, clients: int, seconds: int, path: dict[str, Any], throughput: bool = True
+    dsn: str, clients: int, seconds: int, path: dict[str, Any], throughput: bool = True, pg_pid: int | None = None
 ) -> list[dict[str, Any]]:
     """pooled and connect-per-transaction throughput with `clients` (when `throughput`), and `connect`: one
-    client, a new connection per transaction, whose connect time has no other connection's CPU in it."""
+    client, a new connection per transaction, whose connect time has no other connection's CPU in it.
+    `pg_pid`: the postmaster of a PostgreSQL connbench started, whose CPU per transaction each row gets."""
     pgbench = find_bindir() / "pgbench"
     env = {**os.environ, **libpq_env(dsn)}  # the password stays out of the process list
     rows = []
@@ -71,8 +86,13 @@ def pgbench_rows(
     try:
         for mode, n, extra in runs:
             cmd = [str(pgbench), "-n", "-f", script, "-c", str(n), "-j", str(min(n, 2)), *extra]
+            cpu_before = db_cpu_s(pg_pid)
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, env=env)
+            cpu_after = db_cpu_s(pg_pid)
             figures = parse_pgbench(out.stdout)
+            done = figures.pop("transactions")
+            if cpu_before is not None and cpu_after is not None and done:
+                figures["db_cpu_ms_per_tx"] = round((cpu_after - cpu_before) * 1000 / done, 4)
             note = "" if out.returncode == 0 else (out.stderr.strip().splitlines() or ["pgbench failed"])[-1]
             duration = seconds if "-T" in extra else None
             rows.append({"tool": "pgbench", "mode": mode, **path, "clients": n, "duration_s": duration, **figures,
@@ -145,7 +165,7 @@ def run_baseline(
                 path = {"rtt_ms": rtt, "tls": tls_on, "pooler": ""}
                 with Network(pg, rtt) as net:
                     first = rtt == min(rtts) and tls_on == tls[0]  # throughput on the first path only
-                    rows += pgbench_rows(net.dsn(), clients, seconds, path, throughput=first)
+                    rows += pgbench_rows(net.dsn(), clients, seconds, path, throughput=first, pg_pid=pg.pid)
             if tls_on == tls[0]:
                 rows += wrk_rows(pg, clients, seconds, {"rtt_ms": 0, "tls": tls_on, "pooler": ""})
     add_round_trips(rows)

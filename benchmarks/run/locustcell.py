@@ -148,6 +148,8 @@ def run_locust_cell(kind: LocustKind, cell: Cell, ctx: CellContext) -> CellResul
     live.sampler = sampler
     if proc is not None:
         sampler.watch("target", proc.pid)
+    if pg.pid is not None:  # PostgreSQL connbench started: its CPU, the backends of ended sessions included
+        sampler.watch("postgres", pg.pid, reaped=True)
     with contextlib.closing(open_monitor(pg.admin_dsn)) as mon:
         sessions_before = poll_sessions(mon, pg.dbname)
         row["conn_slots"] = conn_slots(mon)
@@ -302,10 +304,13 @@ def summarize(
     window = [s for s in samples if start <= s.t <= final["stopped"]]
     target_use = summarize_usage(window, "target")
     locust_use = summarize_usage(window, "locust")
+    db_use = summarize_usage(window, "postgres")
     row.update(
         target_rss_mb=target_use["rss_mb"],
         target_cpu_pct=target_use["cpu_pct"],
         locust_cpu_pct=locust_use["cpu_pct"],
+        db_cpu_pct=db_use["cpu_pct"],
+        db_cpu_ms_per_request=S.db_cpu_per_request(db_use["cpu_s"], window, final["requests"], measure_s),
     )
     # The target's death is the cause to report first: Locust then spins on refused connections. Under a
     # lowered connection cap it is the outcome under test (a pool that does not fit takes its replica down):

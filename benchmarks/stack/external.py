@@ -29,6 +29,7 @@ class ExternalPostgres:
     """The database of a DSN, with the attributes of EmbeddedPostgres the run uses; a no-op context manager."""
 
     tls = False
+    pid = None  # its processes are not connbench's to sample
 
     def __init__(self, dsn: str) -> None:
         try:

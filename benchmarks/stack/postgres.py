@@ -281,6 +281,11 @@ class EmbeddedPostgres(Managed):
         self.stop(mode)
         self._launch()
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid while it runs (its backends are its children)."""
+        return self.proc.pid if self.running() and self.proc is not None else None
+
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

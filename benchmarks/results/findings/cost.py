@@ -32,8 +32,37 @@ def answer(run: RunData) -> Answer | None:
                 f"with a pool ({a.value / b.value:.0f}× slower), "
                 f"{fmt.per_request_text(spr.value if spr else None)} new sessions per request."
             )
-            return Answer(short, sentence, key_number("latency_p50_ms", MAIN_SCENARIO, per, a))
+            return Answer(short, sentence + db_cpu_sentence(run, per, pool), key_number("latency_p50_ms", MAIN_SCENARIO, per, a))
     return None
+
+
+def db_cpu_sentence(run: RunData, per: str, pool: str) -> str:
+    """What a new session costs PostgreSQL itself: its CPU per request connecting per request against a pool,
+    beside pgbench's with and without -C on the same server ('' when the run has no such figures)."""
+    a, b = (estimate(run, "db_cpu_ms_per_request", MAIN_SCENARIO, t) for t in (per, pool))
+    if not a or not b:
+        return ""
+    spr = estimate(run, "sessions_per_request", MAIN_SCENARIO, per)
+    per_session = (a.value - b.value) / spr.value if spr and spr.value else None
+    text = f" PostgreSQL's own CPU per request: {a.text('ms')} connecting per request, {b.text('ms')} with a pool"
+    if per_session is not None:
+        text += (
+            f": a new scram session costs it about {fmt.num(per_session, 'ms')} of CPU, so 300 new connections "
+            f"a second keep {fmt.num(per_session * 300 / 1000)} of its cores busy"
+        )
+    pg = reference_baseline(run.baseline) if not run.baseline.empty else run.baseline
+    pg = pg[pg["tool"] == "pgbench"].set_index("mode") if len(pg) and "db_cpu_ms_per_tx" in pg else pg
+    if {"pooled", "connect-per-transaction"} <= set(pg.index) and pg["db_cpu_ms_per_tx"].notna().all():
+        text += (
+            f" (pgbench on the same server: {fmt.num(pg.loc['connect-per-transaction', 'db_cpu_ms_per_tx'], 'ms')} "
+            f"per transaction with -C, {fmt.num(pg.loc['pooled', 'db_cpu_ms_per_tx'], 'ms')} without)"
+        )
+    connect = run.baseline[(run.baseline["mode"] == "connect") & (run.baseline["rtt_ms"] == 0)]
+    if "db_cpu_ms_per_tx" in connect and connect["db_cpu_ms_per_tx"].notna().any():
+        by_tls = connect.groupby("tls")["db_cpu_ms_per_tx"].median()
+        parts = [f"{fmt.num(v, 'ms')} {'with' if tls else 'without'} TLS" for tls, v in by_tls.items() if pd.notna(v)]
+        text += f"; one pgbench client connecting per transaction: {' and '.join(parts)}"
+    return text + "."
 
 
 def compare(agg: pd.DataFrame, a: str, b: str, metric: str) -> str | None:
