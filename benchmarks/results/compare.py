@@ -132,14 +132,15 @@ NOT_SETTINGS = ("path",)  # where a scenario's file lay: the same scenario from 
 
 
 def _flat(value: Any, prefix: str) -> dict[str, Any]:
-    """Nested settings as dotted keys; an empty value (None, [], {}, "") as None, as a key a run lacks."""
+    """Nested settings as dotted keys; an empty or zero value (None, [], {}, "", 0, false) as None, as a key a
+    run lacks (a setting added since, at its default of none: idle_drop_s 0, idle_timeout 0)."""
     if isinstance(value, dict) and value:
         out: dict[str, Any] = {}
         for k, v in value.items():
             if k not in NOT_SETTINGS:
                 out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
         return out
-    return {prefix: value if value not in (None, [], {}, "") else None}
+    return {prefix: value if value not in (None, [], {}, "", 0) else None}
 
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -64,6 +64,15 @@ class RunData:
         return self.repeats_in(MAIN_SCENARIO)
 
     @property
+    def http_ceiling(self) -> tuple[str, float] | None:
+        """This machine's HTTP ceiling, from the baseline: wrk against a pooled target on loopback, (target, req/s)."""
+        b = self.baseline
+        rows = b[(b["tool"] == "wrk") & b["tps"].notna()] if len(b) and "tps" in b else b
+        if rows.empty:
+            return None
+        return str(rows["mode"].iloc[0]), float(rows["tps"].iloc[0])
+
+    @property
     def cores(self) -> Any:
         """The machine's cores as the manifest gives them ('?' when it does not)."""
         return (self.manifest.get("machine") or {}).get("cores", "?")

@@ -54,7 +54,6 @@ QUESTIONS = [
     Question("What does a client created per call and never closed do?", FAULTS, leaks.answer),
     Question("What does a pooler change, and where should it sit?", PATH, pooler.answer),
     Question("What happens on shutdown?", FAULTS, shutdown.answer),
-    Question("Which settings survive a connection that dies silently?", FAULTS, silent_drop.answer),
     Question("How big should the pool be?", POOL_SIZE, pool_size.answer),
     Question("How many requests per second does each strategy serve within the SLO?", OPEN_MODEL, capacity.answer),
     Question("Does a pooler next to the Worker give Hyperdrive's saving?", PATH, hyperdrive.answer),
@@ -62,6 +61,8 @@ QUESTIONS = [
     Question("What does pool_pre_ping cost?", FAMILIES, frameworks.pre_ping),
     Question("Django: CONN_MAX_AGE=0, persistent connections or the 5.1 pool?", FAMILIES, frameworks.django),
     Question("node-postgres Pool, a client per request, or postgres.js?", FAMILIES, frameworks.node),
+    # A new question goes last: its place is its id (answer-N) in the report, summary.json and compare.
+    Question("Which settings survive a connection that dies silently?", FAULTS, silent_drop.answer),
 ]
 
 CLAIMS = [

@@ -10,7 +10,7 @@ from benchmarks.results.findings.common import Answer, key_number
 from benchmarks.results.load import MAIN_SCENARIO, RunData
 from benchmarks.results.metrics import estimate, label
 from benchmarks.results.path import reference_baseline
-from benchmarks.results.stats import SMALL_RATIO, noise_verdict
+from benchmarks.results.stats import SMALL_RATIO, Estimate, noise_verdict
 
 PAIRS = [("per-request-asyncpg", "pool-eager-asyncpg"), ("per-request-psycopg", "pool-eager-psycopg")]
 
@@ -32,8 +32,22 @@ def answer(run: RunData) -> Answer | None:
                 f"with a pool ({a.value / b.value:.0f}× slower), "
                 f"{fmt.per_request_text(spr.value if spr else None)} new sessions per request."
             )
-            return Answer(short, sentence + db_cpu_sentence(run, per, pool), key_number("latency_p50_ms", MAIN_SCENARIO, per, a))
+            detail = sentence + ceiling_sentence(run, ra, rb) + db_cpu_sentence(run, per, pool)
+            return Answer(short, detail, key_number("latency_p50_ms", MAIN_SCENARIO, per, a))
     return None
+
+
+def ceiling_sentence(run: RunData, per_rps: Estimate | None, pool_rps: Estimate | None) -> str:
+    """The two throughputs as shares of this machine's HTTP ceiling (wrk in the baseline): a calibration that
+    carried across machines better than the rates themselves (docs/trust.md)."""
+    ceiling = run.http_ceiling
+    if ceiling is None or not per_rps or not pool_rps:
+        return ""
+    target, rps = ceiling
+    return (
+        f" As shares of this machine's HTTP ceiling (wrk against {target}: {fmt.num(rps, 'req/s')}): "
+        f"{fmt.pct(per_rps.value / rps)} connecting per request, {fmt.pct(pool_rps.value / rps)} with the pool."
+    )
 
 
 def db_cpu_sentence(run: RunData, per: str, pool: str) -> str:
