@@ -59,6 +59,8 @@ def expected_figures(run: R.RunData) -> set[str]:
         names.add("connection-path-latency")
     if not R.distance_aggregate(run).empty or not R.connect_round_trips(run).empty:
         names.add("connection-path-round-trips")
+    if not R.pool_size_at_distance(run).empty:
+        names.add("pool-size-distance")
     ts = run.timeseries[run.timeseries["cell_id"].isin(set(valid["cell_id"]))]
     for scenario, rows in valid.groupby("scenario"):
         if scenario in R.SWEPT_SCENARIOS:  # their own figure, named like the scenario, without a timeline

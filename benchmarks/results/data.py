@@ -16,6 +16,7 @@ from benchmarks.results.findings import sentences
 from benchmarks.results.findings.capacity import open_sentences, slow_work_sentences
 from benchmarks.results.findings.faults import FAILURE_SCENARIOS, FAULT_COLUMNS, GENERIC_FAULT_COLUMNS
 from benchmarks.results.findings.frameworks import FRAMEWORK_FAMILIES
+from benchmarks.results.findings.pool_size import at_distance as pool_size_at_distance
 from benchmarks.results.findings.pool_size import sentences as pool_size_sentences
 from benchmarks.results.findings.pooler import conn_cap_sentences, distance_sentences
 from benchmarks.results.fmt import errors_text, in_ms, ms_text, num, pct, per_request_text, ratio_text
@@ -95,6 +96,7 @@ __all__ = [
     "pct",
     "per_request_text",
     "plateau",
+    "pool_size_at_distance",
     "pool_size_sentences",
     "ratio_text",
     "read_capacity",

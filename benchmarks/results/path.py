@@ -47,9 +47,12 @@ def reference_baseline(b: pd.DataFrame) -> pd.DataFrame:
 
 
 def path_scenarios(run: RunData) -> set[str]:
-    """The scenarios that ran at two RTTs or more: the connection-path figures and sentences tell their story."""
+    """The scenarios that ran at two RTTs or more: the connection-path figures and sentences tell their story
+    (not a swept scenario's, such as pool-size at a distance: its own figure tells it)."""
+    from benchmarks.results.stats import SWEPT_SCENARIOS
+
     rtts = run.summary[run.summary["rtt_ms"].notna()].groupby("scenario")["rtt_ms"].nunique()
-    return set(rtts[rtts >= 2].index)
+    return set(rtts[rtts >= 2].index) - set(SWEPT_SCENARIOS)
 
 
 def distance_aggregate(run: RunData) -> pd.DataFrame:

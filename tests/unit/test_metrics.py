@@ -115,3 +115,25 @@ def test_an_answer_says_whether_its_key_number_carries_to_another_machine(ref: R
     assert not table.loc["What does a connection cost?", "travels"]  # a p50
     assert table.loc["What does a client created per call and never closed do?", "travels"]  # connections
     assert set(table["travels"]) <= {True, False, None}
+
+
+def test_pool_size_at_a_distance_sets_little_s_law_beside_the_measured_rate(tmp_path: Path) -> None:
+    """The reference's pool-size cells copied as if run at 10 ms RTT, each request holding its connection
+    10 ms: Little's law caps pool_max 4 at 400 req/s; the loopback cells stay the pool-size answer's own."""
+    from benchmarks.results.findings import pool_size
+    from benchmarks.results.path import path_scenarios
+
+    run_dir = copy_run(tmp_path / "run")
+    summary = pd.read_csv(run_dir / "summary.csv", dtype=str, keep_default_na=False)
+    far = summary[summary["scenario"] == "pool-size"].copy()
+    far["rtt_ms"], far["query_p50_ms"] = "10", "10"
+    far["cell_id"] = far["cell_id"].str.replace(".r1", ".rtt10.r1", regex=False)
+    pd.concat([summary, far]).to_csv(run_dir / "summary.csv", index=False)
+    run = load_run(run_dir)
+    table = pool_size.at_distance(run).set_index("pool_max")
+    assert set(table["rtt_ms"]) == {10} and table.loc[4, "little_rps"] == 400
+    assert "pool-size" not in path_scenarios(run)  # its own figure, not the connection-path ones
+    said = " ".join(pool_size.sentences(run))
+    assert "at 10 ms RTT" in said and "caps pool_max 1 at 100 req/s" in said
+    answer = pool_size.answer(run)
+    assert answer is not None and answer.detail.count("10 ms RTT") == 1

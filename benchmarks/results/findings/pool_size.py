@@ -1,5 +1,6 @@
 """How big should the pool be? Throughput against pool_max at fixed users: where it stops growing, what cores × 2
-of this machine gives, and how long a request waited for its connection at the smallest pool."""
+of this machine gives, and how long a request waited for its connection at the smallest pool; with the database
+at a distance, the ceiling Little's law sets: pool_max / the time a request holds its connection."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pandas as pd
 
 from benchmarks.results import fmt
 from benchmarks.results.findings.common import Answer, key_number
-from benchmarks.results.load import RunData
+from benchmarks.results.load import RunData, with_params
 from benchmarks.results.stats import PLATEAU, SMALL_RATIO, Estimate, plateau, sweep_aggregate
 
 SCENARIO = "pool-size"
@@ -38,13 +39,48 @@ def _sentence(target: str, g: pd.DataFrame, stop: pd.Series, cores: int | None) 
 def sentences(run: RunData) -> list[str]:
     agg = sweep_aggregate(run, SCENARIO, ["rps", "latency_p99_ms", "acquire_p50_ms", "query_p50_ms"])
     if agg.empty:
-        return []
+        return distance_sentences(run)
     cores = int(run.cores) if isinstance(run.cores, int | float) else None
     out = []
     for target, g in agg.groupby("target", sort=False):
         stop = plateau(g)
         if stop is not None:
             out.append(_sentence(str(target), g, stop, cores))
+    return out + distance_sentences(run)
+
+
+def at_distance(run: RunData) -> pd.DataFrame:
+    """Per target, RTT (> 0) and pool_max: medians over valid repeats of throughput and of the time a request
+    held its connection for the query (`query_p50_ms`, the round trip included), and Little's-law ceiling:
+    pool_max × 1000 / that time (requests/s)."""
+    s = with_params(run.cells(SCENARIO))
+    s = s[s["valid"] & (s["rtt_ms"].fillna(0) > 0)]
+    cols = ["target", "rtt_ms", "pool_max", "rps", "query_p50_ms", "little_rps"]
+    if s.empty or "pool_max" not in s:
+        return pd.DataFrame(columns=cols)
+    out = s.groupby(["target", "rtt_ms", "pool_max"], sort=False)[["rps", "query_p50_ms"]].median().reset_index()
+    out["little_rps"] = out["pool_max"] * 1000 / out["query_p50_ms"]
+    return out[cols]
+
+
+def distance_sentences(run: RunData) -> list[str]:
+    out = []
+    for (target, rtt), g in at_distance(run).groupby(["target", "rtt_ms"], sort=False):
+        g = g.sort_values("pool_max")
+        first = g.iloc[0]
+        stop = plateau(g)
+        text = (
+            f"{SCENARIO}, {target} at {fmt.num(rtt)} ms RTT: a request holds its connection "
+            f"{fmt.num(first['query_p50_ms'], 'ms')} (p50 of its query, the round trip included), so Little's law "
+            f"caps pool_max {int(first['pool_max'])} at {fmt.num(first['little_rps'], 'req/s')}; measured "
+            f"{fmt.num(first['rps'], 'req/s')}"
+        )
+        if first["rps"] and first["rps"] < 0.9 * first["little_rps"]:  # held longer than its query
+            held = first["pool_max"] * 1000 / first["rps"]
+            text += f", so each request held its connection {fmt.num(held, 'ms')} (pool_max / the rate)"
+        if stop is not None:
+            text += f"; throughput stops growing at pool_max {int(stop['pool_max'])} ({fmt.num(stop['rps'], 'req/s')})"
+        out.append(text + ".")
     return out
 
 
@@ -62,5 +98,6 @@ def answer(run: RunData) -> Answer | None:
             f"{int(first['pool_max'])})."
         )
         rps = Estimate(float(stop["rps"]), float(stop["rps_lo"]), float(stop["rps_hi"]), int(stop["repeats"]))
-        return Answer(short, s[0], key_number("rps", SCENARIO, str(target), rps, f"pool_max {int(stop['pool_max'])}"))
+        detail = " ".join([s[0], *distance_sentences(run)])
+        return Answer(short, detail, key_number("rps", SCENARIO, str(target), rps, f"pool_max {int(stop['pool_max'])}"))
     return None
