@@ -54,6 +54,13 @@ SETTINGS: dict[str, Setting] = {
         "seconds after which a pool closes a connection idle that long (where the library has only an age "
         "limit, one that old); 0: the library's own default",
     ),
+    "tcp_keepalive": Setting(
+        "CONNBENCH_TCP_KEEPALIVE",
+        0.0,
+        "> 0: TCP keepalive on every database connection, first probe after this many idle seconds (then every "
+        "second); 0: the library's or the OS's default. libpq (psycopg, Django), node-postgres and postgres.js; "
+        "asyncpg has no keepalive option",
+    ),
 }
 
 
@@ -68,6 +75,7 @@ class Settings:
     request_timeout: float = 10.0
     shutdown_timeout: float = 10.0
     idle_timeout: float = 0.0
+    tcp_keepalive: float = 0.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -84,6 +92,15 @@ class Settings:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def libpq_keepalives(seconds: float) -> dict[str, int]:
+    """libpq's keepalive parameters for tcp_keepalive `seconds` (whole seconds, at least 1): the first probe after
+    that long idle, then one a second, the connection given up after 3 unanswered; none for 0 (the OS's
+    default: keepalives on, first probe after 2 hours)."""
+    if seconds <= 0:
+        return {}
+    return {"keepalives": 1, "keepalives_idle": max(1, round(seconds)), "keepalives_interval": 1, "keepalives_count": 3}
 
 
 def fine_bucket(response_time: float) -> float:

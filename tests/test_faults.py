@@ -69,7 +69,7 @@ def test_db_restart_global_stays_dead_pools_and_per_request_recover(db_restart: 
 # -- killed-backends -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def killed_backends(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    targets = ["pool-eager-psycopg", "sqlalchemy-pre-ping", "django-persistent"]
+    targets = ["pool-eager-psycopg", "sqlalchemy-pre-ping", "django-persistent", "global-asyncpg"]
     return run_scenario(tmp_path_factory, "killed-backends", targets)
 
 
@@ -79,7 +79,10 @@ def test_killed_backends_fail_unchecked_connections_and_every_pool_recovers(kill
     for t in s.index:
         ended = [int(e.split(":")[1]) for e in events(killed_backends, t) if e.startswith("terminate:")]
         assert ended and ended[0] >= 1, (t, events(killed_backends, t))  # its sessions were there, and ended
-        assert s.loc[t, "recovered"], s.loc[t, ["errors", "recovery_s"]]
+        if t != "global-asyncpg":
+            assert s.loc[t, "recovered"], s.loc[t, ["errors", "recovery_s"]]
+    # the global client's one connection is gone and nothing opens another
+    assert not s.loc["global-asyncpg", "recovered"] and s.loc["global-asyncpg", "errors_after_action"] > 0
     # psycopg_pool hands out its idle connections unchecked (no `check`): requests on the dead ones fail
     psycopg_pool = s.loc["pool-eager-psycopg"]
     assert psycopg_pool["errors_after_action"] >= 1 and "AdminShutdown" in json.loads(psycopg_pool["errors"])

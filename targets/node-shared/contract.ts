@@ -15,6 +15,7 @@ const SETTINGS = {
   request_timeout: ["CONNBENCH_REQUEST_TIMEOUT", 10.0],
   shutdown_timeout: ["CONNBENCH_SHUTDOWN_TIMEOUT", 10.0],
   idle_timeout: ["CONNBENCH_IDLE_TIMEOUT", 0.0],
+  tcp_keepalive: ["CONNBENCH_TCP_KEEPALIVE", 0.0],
 } as const;
 
 export type Settings = { [K in keyof typeof SETTINGS]: number };
@@ -28,6 +29,12 @@ export function readSettings(env: Record<string, string | undefined>): Settings 
     out[name as keyof Settings] = name.startsWith("pool_m") ? Math.trunc(value) : value;
   }
   return out;
+}
+
+// tcp_keepalive in milliseconds for Node's socket.setKeepAlive, which counts whole seconds (as libpq does): at
+// least 1 s, since a delay under a second would be 0 there.
+export function keepAliveMs(settings: Settings): number {
+  return Math.max(1, Math.round(settings.tcp_keepalive)) * 1000;
 }
 
 // targets/contract.py fine_bucket and its keys: 0.1 ms below 10 ms ("0.4", "3"), 1 ms below 100, 10 ms

@@ -17,7 +17,7 @@ import asyncpg
 import psycopg
 import psycopg_pool
 
-from targets.contract import WORLD_SQL
+from targets.contract import WORLD_SQL, libpq_keepalives
 
 WORLD_QUERY = WORLD_SQL.format(id="$1")
 SHUTDOWN_INSERT = "INSERT INTO shutdown_log (target, pid) VALUES ($1, $2)"
@@ -79,13 +79,20 @@ class Driver(abc.ABC):
     name: str
 
     def __init__(
-        self, app_name: str, connect_timeout: float, pool_timeout: float, pooler: bool = False, idle_timeout: float = 0
+        self,
+        app_name: str,
+        connect_timeout: float,
+        pool_timeout: float,
+        pooler: bool = False,
+        idle_timeout: float = 0,
+        tcp_keepalive: float = 0,
     ):
         self.app_name = app_name
         self.connect_timeout = connect_timeout
         self.pool_timeout = pool_timeout
         self.pooler = pooler
         self.idle_timeout = idle_timeout  # > 0: the pools' idle limit (asyncpg's and psycopg_pool's own otherwise)
+        self.tcp_keepalive = tcp_keepalive  # > 0: seconds idle before the first keepalive probe (psycopg only)
 
     @abc.abstractmethod
     async def connect(self, dsn: str) -> Conn: ...
@@ -169,6 +176,7 @@ class AsyncpgDriver(Driver):
     name = "asyncpg"
 
     def connect_kwargs(self) -> dict[str, Any]:
+        # asyncpg has no keepalive option (tcp_keepalive does nothing here): its sockets keep the OS's default.
         kw: dict[str, Any] = {
             "timeout": self.connect_timeout,
             "server_settings": {"application_name": self.app_name},
@@ -264,6 +272,7 @@ class PsycopgDriver(Driver):
             "connect_timeout": max(2, round(self.connect_timeout)),
             # None: never prepare server-side (psycopg's default prepares a query after 5 runs).
             "prepare_threshold": None if self.pooler else 5,
+            **libpq_keepalives(self.tcp_keepalive),
         }
 
     async def connect(self, dsn: str) -> Conn:

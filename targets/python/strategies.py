@@ -241,5 +241,6 @@ def build_strategy(target_id: str, dsn: str, settings: Settings) -> Strategy:
         pool_timeout=settings.pool_timeout,
         pooler=cls.via_pgbouncer,
         idle_timeout=settings.idle_timeout,
+        tcp_keepalive=settings.tcp_keepalive,
     )
     return cls(conn, dsn, settings)

@@ -5,7 +5,8 @@ events counted for /stats.
 `pool_timeout` its `pool_timeout`, `connect_timeout` asyncpg's connect `timeout`; `pool_min` has no
 counterpart (a QueuePool is lazy) and `idle_timeout`, when > 0, is `pool_recycle` (else SQLAlchemy's default,
 never): an age limit, not an idle one, checked at checkout, where a connection that old is closed and replaced;
-SQLAlchemy's documented defence against connections a middlebox dropped while idle.
+SQLAlchemy's documented defence against connections a middlebox dropped while idle. `tcp_keepalive` has no
+counterpart: asyncpg has no keepalive option.
 
 Through PgBouncer in transaction mode (1.18: no prepared statements) the asyncpg dialect is set up as its
 documentation says: no prepared-statement cache (`prepared_statement_cache_size=0`, so no statement is reused

@@ -3,7 +3,7 @@
 // after "node-". Started by `connbench serve` (see family.toml).
 import pg from "pg";
 import postgres from "postgres";
-import { libpqDsn, readSettings, type Settings, Stats, sleep, startAcquire, timedPool } from "../../node-shared/contract.ts";
+import { keepAliveMs, libpqDsn, readSettings, type Settings, Stats, sleep, startAcquire, timedPool } from "../../node-shared/contract.ts";
 import { type Params, serve, type WorldRow } from "../../node-shared/server.ts";
 
 const TARGET = process.env.CONNBENCH_TARGET ?? "node-pg-pool";
@@ -36,7 +36,13 @@ function opened(): void {
   connectionsOpen += 1;
 }
 
-const pgConfig = { connectionString: libpqDsn(DSN), application_name: APPLICATION_NAME };
+// tcp_keepalive > 0: pg turns on TCP keepalive with the first probe after that long idle (Node's
+// socket.setKeepAlive; 0: pg's default, off).
+const pgConfig = {
+  connectionString: libpqDsn(DSN),
+  application_name: APPLICATION_NAME,
+  ...(settings.tcp_keepalive > 0 ? { keepAlive: true, keepAliveInitialDelayMillis: keepAliveMs(settings) } : {}),
+};
 const rowOf = (r: pg.QueryResult): WorldRow => ({ id: r.rows[0].id, randomNumber: r.rows[0].randomnumber });
 
 class PgPool implements Strategy {
@@ -150,6 +156,8 @@ class PostgresJs implements Strategy {
     connect_timeout: settings.connect_timeout,
     // postgres.js closes a connection idle that long (seconds; by default it never does).
     ...(settings.idle_timeout > 0 ? { idle_timeout: settings.idle_timeout } : {}),
+    // postgres.js's first keepalive probe after that long idle (seconds; its default: 60, kept when 0).
+    ...(settings.tcp_keepalive > 0 ? { keep_alive: keepAliveMs(settings) / 1000 } : {}),
     connection: { application_name: APPLICATION_NAME },
     debug: (connection: number, _query: string, parameters: unknown[]) => {
       this.sent.set(parameters, performance.now());

@@ -4,7 +4,7 @@
 import { PrismaPg } from "@prisma/adapter-pg";
 import pg from "pg";
 import { PrismaClient } from "../build/generated/client.ts";
-import { fetchWorld, libpqDsn, readSettings, type Settings, Stats, TIMINGS, timedPool } from "../../node-shared/contract.ts";
+import { fetchWorld, keepAliveMs, libpqDsn, readSettings, type Settings, Stats, TIMINGS, timedPool } from "../../node-shared/contract.ts";
 import { serve } from "../../node-shared/server.ts";
 
 const TARGET = process.env.CONNBENCH_TARGET ?? "prisma-global";
@@ -24,6 +24,8 @@ function newClient(): { client: PrismaClient; pool: pg.Pool } {
     connectionTimeoutMillis: settings.pool_timeout * 1000,
     // pg-pool closes a client idle that long (its default: 10 s, kept when idle_timeout is 0).
     ...(settings.idle_timeout > 0 ? { idleTimeoutMillis: settings.idle_timeout * 1000 } : {}),
+    // pg's TCP keepalive, the first probe after that long idle (its default: off, kept when tcp_keepalive is 0).
+    ...(settings.tcp_keepalive > 0 ? { keepAlive: true, keepAliveInitialDelayMillis: keepAliveMs(settings) } : {}),
     application_name: `connbench:${TARGET}`,
   });
   pools.created += 1;
