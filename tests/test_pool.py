@@ -51,8 +51,11 @@ def test_sweep_makes_one_cell_per_value_with_its_settings() -> None:
     sc = load_profile("full", ["pool-size"])[0]
     assert sc.sweep == {"pool_max": [1, 2, 4, 8, 16, 32, 64]}
     cells = [c for c in plan([sc], list(TARGETS)) if c.target == "pool-eager-asyncpg"]
-    assert [c.id for c in cells[:2]] == [
+    assert [c.id for c in cells[:5]] == [  # each repeat on every path of the full profile (loopback, 2, 10, 50 ms)
         "pool-size.pool-eager-asyncpg.u64.pool_max1.r1",
+        "pool-size.pool-eager-asyncpg.u64.pool_max1.rtt2.r1",
+        "pool-size.pool-eager-asyncpg.u64.pool_max1.rtt10.r1",
+        "pool-size.pool-eager-asyncpg.u64.pool_max1.rtt50.r1",
         "pool-size.pool-eager-asyncpg.u64.pool_max1.r2",
     ]
     assert {dict(c.variant)["pool_max"] for c in cells} == {1, 2, 4, 8, 16, 32, 64}
