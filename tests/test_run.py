@@ -80,6 +80,7 @@ def test_postgres_spends_more_cpu_per_request_on_a_connection_per_request(smoke_
     steady = s[s["scenario"] == "steady"].set_index("target")
     per, pool = steady.loc["per-request-asyncpg"], steady.loc["pool-eager-asyncpg"]
     assert pool["db_cpu_pct"] > 0 and pool["db_cpu_ms_per_request"] > 0
+    assert 0 < pool["db_backend_mb"] < 1000  # its 10 backends' proportional set size, read when the load ended
     # each request forks a backend and runs a scram exchange (wide margin: about 60× here)
     assert per["db_cpu_ms_per_request"] > 3 * pool["db_cpu_ms_per_request"], steady["db_cpu_ms_per_request"]
 

@@ -39,6 +39,25 @@ WHERE backend_type = 'client backend' AND datname = %s AND (application_name = %
 """
 
 
+PIDS_SQL = """
+SELECT pid FROM pg_stat_activity
+WHERE backend_type = 'client backend' AND datname = %s AND (application_name = %s OR 'role:' || usename = %s)
+"""
+
+
+def backend_memory_mb(conn: psycopg.Connection, key: str, dbname: str = "connbench") -> float | None:
+    """The mean proportional set size (MB: its private pages and its share of shared ones, shared_buffers
+    included) of the client `key`'s backends now; None when it has none or they cannot be read (PostgreSQL
+    on another machine)."""
+    sizes = []
+    for (pid,) in conn.execute(PIDS_SQL, (dbname, key, key)).fetchall():
+        try:
+            sizes.append(psutil.Process(pid).memory_full_info().pss / 1e6)
+        except (psutil.Error, AttributeError):
+            continue
+    return round(sum(sizes) / len(sizes), 2) if sizes else None
+
+
 def open_monitor(admin_dsn: str) -> psycopg.Connection:
     """A sampler connection: autocommit and no stats snapshot, so every poll reads fresh counters."""
     conn = psycopg.connect(admin_dsn, autocommit=True, application_name=SAMPLER_APP, connect_timeout=5)

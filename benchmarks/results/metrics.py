@@ -86,6 +86,9 @@ METRICS: dict[str, Metric] = {
     "db_cpu_ms_per_request": Metric(
         "database CPU per request", "ms", LOWER, "PostgreSQL's CPU time per request, its ended sessions' included"
     ),
+    "db_backend_mb": Metric(
+        "memory per backend", "MB", LOWER, "mean proportional set size of the target's PostgreSQL backends"
+    ),
     "hang_s": Metric("longest hang", "s", LOWER, "the longest a request took to fail after the idle gap"),
     "orphans": Metric(
         "orphaned sessions", "", LOWER, "sessions PostgreSQL still held after the target exited", travels=True

@@ -24,7 +24,7 @@ FAULT_COLUMNS = [
 ]  # fmt: skip
 
 # Columns added within schema version 1: a run folder written before them reads with them blank.
-ADDED_COLUMNS = ["hang_s", "orphans", "dropped_packets", "db_cpu_pct", "db_cpu_ms_per_request"]
+ADDED_COLUMNS = ["hang_s", "orphans", "dropped_packets", "db_cpu_pct", "db_cpu_ms_per_request", "db_backend_mb"]
 
 # The connection path of a cell (RTT added in ms, TLS, where PgBouncer sits); in summary, timeseries and baseline.
 PATH_COLUMNS = ["rtt_ms", "tls", "pooler"]
@@ -48,6 +48,7 @@ SUMMARY_COLUMNS = [
     "acquire_p50_ms", "acquire_p99_ms", "query_p50_ms", "query_p99_ms",
     "conn_peak", "conn_mean", "conn_wanted", "conn_slots", "sessions_opened", "sessions_per_request", "errors",
     "time_to_ready_s", "target_rss_mb", "target_cpu_pct", "locust_cpu_pct", "db_cpu_pct", "db_cpu_ms_per_request",
+    "db_backend_mb",
     "locust_requests", "target_requests", "counts_agree", "target_exit",
     *FAULT_COLUMNS,
     "valid", "invalid_reason",

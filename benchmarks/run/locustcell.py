@@ -24,10 +24,20 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from benchmarks.load import LOCUSTFILE
 from benchmarks.load import arrival as A
 from benchmarks.load.plan import LoadPlan, Stage
-from benchmarks.load.sampler import Sample, Sampler, open_monitor, poll_sessions, summarize_usage, terminate_sessions
+from benchmarks.load.sampler import (
+    Sample,
+    Sampler,
+    backend_memory_mb,
+    open_monitor,
+    poll_sessions,
+    summarize_usage,
+    terminate_sessions,
+)
 from benchmarks.load.targetstats import WindowStart, conn_slots, conn_wanted, get_stats, timing_columns
 from benchmarks.results import summary as S
 from benchmarks.run.cells import DEFAULT_MAX_CONNECTIONS, Cell
@@ -167,6 +177,9 @@ def run_locust_cell(kind: LocustKind, cell: Cell, ctx: CellContext) -> CellResul
         stop_process(locust, signal.SIGTERM, 10)
         row.update(valid=False, invalid_reason="load generator did not stop in time")
     samples = sampler.stop()  # its last sample is taken now; sessions_opened is read once the target has exited
+    if pg.pid is not None:  # the target's backends as the load left them (none for a connection per request)
+        with contextlib.suppress(psycopg.Error), contextlib.closing(open_monitor(pg.admin_dsn)) as mon:
+            row["db_backend_mb"] = backend_memory_mb(mon, target.conn_key, pg.dbname)
     live.sampler = None
     died = proc is not None and proc.poll() is not None
     stats = get_stats(url) if not died else None

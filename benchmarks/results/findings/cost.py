@@ -71,6 +71,9 @@ def db_cpu_sentence(run: RunData, per: str, pool: str) -> str:
             f" (pgbench on the same server: {fmt.num(pg.loc['connect-per-transaction', 'db_cpu_ms_per_tx'], 'ms')} "
             f"per transaction with -C, {fmt.num(pg.loc['pooled', 'db_cpu_ms_per_tx'], 'ms')} without)"
         )
+    mem = estimate(run, "db_backend_mb", MAIN_SCENARIO, pool)
+    if mem:
+        text += f"; each of the pool's backends took {mem.text('MB')} of memory (proportional set size)"
     connect = run.baseline[(run.baseline["mode"] == "connect") & (run.baseline["rtt_ms"] == 0)]
     if "db_cpu_ms_per_tx" in connect and connect["db_cpu_ms_per_tx"].notna().any():
         by_tls = connect.groupby("tls")["db_cpu_ms_per_tx"].median()
