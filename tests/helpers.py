@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import pandas as pd
 import psycopg
 
 from benchmarks.stack.procs import free_port
@@ -242,6 +243,15 @@ def sigint_default() -> None:
 
 
 # -- the CLI as a process ------------------------------------------------------------------------------
+def timeseries_events(run_dir: Path, **match: str) -> list[str]:
+    """The events of timeseries.csv's rows whose columns equal `match` (e.g. cell_id=..., target=...), in order."""
+    ts = pd.read_csv(run_dir / "timeseries.csv")
+    keep = pd.Series(True, index=ts.index)
+    for column, value in match.items():
+        keep &= ts[column] == value
+    return [e for e in ts.loc[keep, "event"].dropna() for e in e.split(";")]
+
+
 def run_connbench(*args: str, env: dict[str, str] | None = None, timeout: float = 60.0) -> subprocess.CompletedProcess:
     """Run `connbench ARGS...` to completion, capturing text output."""
     return subprocess.run(

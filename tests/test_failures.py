@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 import psycopg
 import pytest
-from helpers import REPO
+from helpers import REPO, timeseries_events
 
 from benchmarks.stack import middlebox
 from benchmarks.stack.pgbouncer import PgBouncer
@@ -32,8 +33,7 @@ def cells(run: Path, scenario: str) -> pd.DataFrame:
 
 
 def events(run: Path, cell_id: str) -> list[str]:
-    ts = pd.read_csv(run / "timeseries.csv")
-    return [e for e in ts.loc[ts["cell_id"] == cell_id, "event"].dropna() for e in e.split(";")]
+    return timeseries_events(run, cell_id=cell_id)
 
 
 def middlebox_leftovers() -> list[str]:
@@ -75,7 +75,7 @@ def test_a_silent_drop_hangs_a_pool_with_defaults_and_an_idle_limit_below_it_nev
 def test_no_middlebox_is_left_after_a_run(smoke_run: Path) -> None:
     """The smoke run has ended: no namespace or interface of a middlebox whose run is gone remains."""
     left = middlebox_leftovers()
-    live = {run_pid(w)[-5:] for w in left if "-" in w and middlebox._alive(int(run_pid(w)))}
+    live = {run_pid(w)[-5:] for w in left if "-" in w and psutil.pid_exists(int(run_pid(w)))}
     assert [w for w in left if run_pid(w)[-5:] not in live] == []
 
 

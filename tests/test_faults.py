@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import run_connbench
+from helpers import run_connbench, timeseries_events
 
 from benchmarks.results.findings import pooler
 from benchmarks.results.load import load_run
@@ -41,9 +41,7 @@ def summary(out: Path, scenario: str | None = None) -> pd.DataFrame:
 
 
 def events(out: Path, target: str, scenario: str | None = None) -> list[str]:
-    ts = pd.read_csv(out / "timeseries.csv")
-    mine = (ts["target"] == target) & ((ts["scenario"] == scenario) if scenario else True)
-    return [e for e in ts.loc[mine, "event"].dropna() for e in e.split(";")]
+    return timeseries_events(out, target=target, **({"scenario": scenario} if scenario else {}))
 
 
 # -- db-restart ----------------------------------------------------------------------------------------

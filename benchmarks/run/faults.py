@@ -99,6 +99,21 @@ def longest_failure_s(final: dict[str, Any], since: float) -> float | None:
     return round(max(spans), 3) if spans else None
 
 
+def silent_drop_metrics(final: dict[str, Any], events: list[tuple[float, str]], t0: float) -> dict[str, Any]:
+    """hang_s after a silent drop: the longest failure or unanswered wait from the mark after the idle gap."""
+    return {"hang_s": longest_failure_s(final, event_time(events, "mark") or t0)}
+
+
+def freeze_metrics(app: str, events: list[tuple[float, str]], samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """release_s of a frozen target: how long PostgreSQL kept its connections while it was frozen ({} when the
+    cell froze nothing)."""
+    frozen, thawed = event_time(events, "freeze"), event_time(events, "thaw")
+    if frozen is None:
+        return {}
+    held = [s for s in samples if thawed is None or s["t"] < thawed]
+    return {"release_s": released_after(app, frozen, held)}
+
+
 def orphan_sessions(pg: Database, app: str, wait: float = 1.0) -> int | None:
     """Sessions of `app` PostgreSQL still holds after its target exited (a closed connection's session ends
     at once; one whose FIN a middlebox dropped stays until PostgreSQL's keepalive notices), which it then ends

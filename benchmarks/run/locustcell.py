@@ -44,12 +44,11 @@ from benchmarks.run.cells import DEFAULT_MAX_CONNECTIONS, Cell
 from benchmarks.run.faults import (
     action_metrics,
     errors_with_sqlstate,
-    event_time,
     exited_at,
-    longest_failure_s,
+    freeze_metrics,
     orphan_sessions,
-    released_after,
     shutdown_metrics,
+    silent_drop_metrics,
 )
 from benchmarks.run.kinds import CellContext, CellKind, CellResult, failed_start, row_header
 from benchmarks.run.scenario import POOLER_ACTIONS, Scenario
@@ -344,12 +343,8 @@ def summarize(
     if cell.scenario.actions:
         row.update(action_metrics(cell, ts, events, t0, final=final, samples=sdicts))
     if cell.scenario.idle_drop_s:
-        mark = next((t for t, name in events if name.startswith("mark")), t0)
-        row["hang_s"] = longest_failure_s(final, mark)
-    frozen, thawed = event_time(events, "freeze"), event_time(events, "thaw")
-    if frozen is not None:  # how long PostgreSQL kept the frozen process's connections
-        held = [s for s in sdicts if thawed is None or s["t"] < thawed]
-        row["release_s"] = released_after(app, frozen, held)
+        row.update(silent_drop_metrics(final, events, t0))
+    row.update(freeze_metrics(app, events, sdicts))
     for r in ts:
         r.update(
             cell_id=cell.id,

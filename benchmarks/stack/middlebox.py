@@ -30,6 +30,8 @@ import signal
 import subprocess
 import sys
 
+import psutil
+
 from benchmarks.errors import ConnbenchError
 from benchmarks.stack.procs import Managed, die_with_parent, stop_process
 
@@ -41,9 +43,9 @@ def unavailable() -> str | None:
     """Why a middlebox cannot be set up on this machine, or None."""
     if os.geteuid() != 0:
         return "needs root (a network namespace with its own conntrack)"
-    missing = [tool for tool in ("ip", "iptables") if shutil.which(tool) is None]
+    missing = [tool for tool in ("ip", "iptables", "sysctl") if shutil.which(tool) is None]
     if missing:
-        return f"needs {' and '.join(missing)} (apt-get install iproute2 iptables)"
+        return f"needs {', '.join(missing)} (apt-get install iproute2 iptables procps)"
     return None
 
 
@@ -59,21 +61,11 @@ def _namespaces() -> list[str]:
     return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale() -> None:
     """Delete the middlebox namespaces of runs that are no longer alive."""
     for name in _namespaces():
         parts = name.split("-")
-        if len(parts) == 3 and parts[0] == PREFIX and parts[1].isdigit() and not _alive(int(parts[1])):
+        if len(parts) == 3 and parts[0] == PREFIX and parts[1].isdigit() and not psutil.pid_exists(int(parts[1])):
             subprocess.run(["ip", "netns", "delete", name], capture_output=True)
 
 
