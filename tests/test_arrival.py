@@ -1,7 +1,8 @@
 """Open-model load: requests due at a rate, latency from when each was due, drops counted; the capacity search.
 
-The end-to-end tests run `connbench run --profile smoke` (arrival, capacity and a closed-loop steady cell) once
-per module, and drive Locust directly for the stall tests, with a target stopped by SIGSTOP for a second.
+The end-to-end tests read the session's smoke profile run (per-request-asyncpg's arrival and capacity cells, the
+closed-loop steady cells) and run the arrival and capacity scenarios on pool-eager-asyncpg once per module; the
+stall tests drive Locust directly, with a target stopped by SIGSTOP for a second.
 
 What they document:
 - Above its capacity, connect-per-request falls behind its schedule: latency counted from when each request
@@ -30,35 +31,46 @@ from benchmarks.load import LOCUSTFILE
 from benchmarks.load.plan import LoadPlan, Stage
 from benchmarks.results import summary as S
 
-# -- a smoke run: arrival, capacity and a closed-loop cell ----------------------------------------------
+# -- open and closed load: the session's smoke profile run and pool-eager's arrival and capacity cells -------
 DRIVERS = ("asyncpg",)  # the load models do not depend on the driver: one keeps the run short
 CAPACITY_TARGETS = [f"{s}-{d}" for d in DRIVERS for s in ("pool-eager", "per-request")]
+SCENARIOS = ("steady", "arrival", "capacity")
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def runs(smoke_run: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The session's smoke profile run (per-request-asyncpg's arrival, capacity and steady cells, and
+    pool-eager-asyncpg's steady cell) and this module's own run of the arrival and capacity scenarios on
+    pool-eager-asyncpg, which the profile runs on per-request-asyncpg only."""
     out = tmp_path_factory.mktemp("arrival") / "run"
-    proc = run_connbench("run", "--profile", "smoke", "--scenarios", "steady,arrival,capacity", "--targets",
-                         ",".join(CAPACITY_TARGETS), "--out", str(out), "--no-report", "--no-baseline",
+    proc = run_connbench("run", "--profile", "smoke", "--scenarios", "arrival,capacity", "--targets",
+                         "pool-eager-asyncpg", "--out", str(out), "--no-report", "--no-baseline",
                          timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+    return [smoke_run, out]
 
 
-def _summary(run_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(run_dir / "summary.csv").set_index("cell_id")
+def _read(runs: list[Path], name: str) -> pd.DataFrame:
+    """`name` (summary.csv, timeseries.csv, capacity.csv) of both runs, CAPACITY_TARGETS' rows in SCENARIOS."""
+    both = pd.concat([pd.read_csv(r / name) for r in runs], ignore_index=True)
+    mine = both["target"].isin(CAPACITY_TARGETS)
+    return both[mine & both["scenario"].isin(SCENARIOS)] if "scenario" in both else both[mine]
 
 
-def test_every_cell_says_its_load_model(run_dir: Path) -> None:
-    s = _summary(run_dir)
+def _summary(runs: list[Path]) -> pd.DataFrame:
+    return _read(runs, "summary.csv").set_index("cell_id")
+
+
+def test_every_cell_says_its_load_model(runs: list[Path]) -> None:
+    s = _summary(runs)
     assert set(s.loc[s["scenario"] == "steady", "load_model"]) == {"closed"}
     assert set(s.loc[s["scenario"].isin(["arrival", "capacity"]), "load_model"]) == {"open"}
     assert s.loc[s["load_model"] == "closed", "offered_rps"].isna().all()
     assert "arrival.pool-eager-asyncpg.rps400.r1" in s.index and "capacity.per-request-asyncpg.r1" in s.index
 
 
-def test_pool_eager_below_capacity_gets_what_is_offered(run_dir: Path) -> None:
-    s = _summary(run_dir)
+def test_pool_eager_below_capacity_gets_what_is_offered(runs: list[Path]) -> None:
+    s = _summary(runs)
     for rate in (100, 400):
         row = s.loc[f"arrival.pool-eager-asyncpg.rps{rate}.r1"]
         assert row["valid"] and row["offered_rps"] == rate
@@ -68,8 +80,8 @@ def test_pool_eager_below_capacity_gets_what_is_offered(run_dir: Path) -> None:
         assert row["counts_agree"]
 
 
-def test_per_request_above_capacity_falls_behind_and_closed_loop_hides_it(run_dir: Path) -> None:
-    s = _summary(run_dir)
+def test_per_request_above_capacity_falls_behind_and_closed_loop_hides_it(runs: list[Path]) -> None:
+    s = _summary(runs)
     over = s.loc["arrival.per-request-asyncpg.rps400.r1"]
     pool = s.loc["arrival.pool-eager-asyncpg.rps400.r1"]
     assert over["valid"], over["invalid_reason"]
@@ -79,7 +91,7 @@ def test_per_request_above_capacity_falls_behind_and_closed_loop_hides_it(run_di
     # latency from the due time grows over the cell as the backlog builds, until every sender is busy (from
     # then on requests due are dropped): the first second's p50 is below the later seconds'
     assert over["senders_peak"] == 100 and over["dropped"] > 0
-    ts = pd.read_csv(run_dir / "timeseries.csv")
+    ts = _read(runs, "timeseries.csv")
     mine = ts[(ts["cell_id"] == over.name) & ts["rps"].notna() & (ts["rps"] > 0)].sort_values("t")
     p50 = list(mine["latency_p50_ms"])
     assert len(p50) >= 2 and p50[0] < max(p50[1:]), p50
@@ -89,8 +101,8 @@ def test_per_request_above_capacity_falls_behind_and_closed_loop_hides_it(run_di
     assert closed["latency_p99_ms"] * 4 < over["latency_p99_ms"], (closed["latency_p99_ms"], over["latency_p99_ms"])
 
 
-def test_capacity_orders_pool_eager_above_per_request_within_budget(run_dir: Path) -> None:
-    cap = pd.read_csv(run_dir / "capacity.csv").set_index("target")
+def test_capacity_orders_pool_eager_above_per_request_within_budget(runs: list[Path]) -> None:
+    cap = _read(runs, "capacity.csv").set_index("target")
     assert list(cap.columns) == [c for c in S.CAPACITY_COLUMNS if c != "target"]
     assert sorted(cap.index) == sorted(CAPACITY_TARGETS)
     for d in DRIVERS:
@@ -98,7 +110,7 @@ def test_capacity_orders_pool_eager_above_per_request_within_budget(run_dir: Pat
         assert pool["sustainable_rps"] > per["sustainable_rps"], (d, pool["step_log"], per["step_log"])
         assert per["failed_at_rps"] > 0 and per["reason"]
     assert (cap["search_s"] <= cap["budget_s"]).all(), cap[["search_s", "budget_s"]]
-    s = _summary(run_dir)
+    s = _summary(runs)
     for cid, row in cap.reset_index().set_index("cell_id").iterrows():
         assert s.loc[cid, "offered_rps"] == row["sustainable_rps"] or row["sustainable_rps"] == 0
 

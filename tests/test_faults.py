@@ -47,13 +47,15 @@ def events(out: Path, target: str, scenario: str | None = None) -> list[str]:
 # -- db-restart ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def db_restart(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return run_scenario(tmp_path_factory, "db-restart", ["global-asyncpg", "per-request-asyncpg", "pool-eager-asyncpg"])
+    """The global client and a client per request; the pool is the session smoke profile run's cell."""
+    return run_scenario(tmp_path_factory, "db-restart", ["global-asyncpg", "per-request-asyncpg"])
 
 
-def test_db_restart_global_stays_dead_pools_and_per_request_recover(db_restart: Path) -> None:
-    s = summary(db_restart)
-    for t in s.index:
-        assert {"db-stop:fast", "db-up"} <= set(events(db_restart, t)), t
+def test_db_restart_global_stays_dead_pools_and_per_request_recover(db_restart: Path, smoke_run: Path) -> None:
+    runs = {"global-asyncpg": db_restart, "per-request-asyncpg": db_restart, "pool-eager-asyncpg": smoke_run}
+    for t, run in runs.items():
+        assert {"db-stop:fast", "db-up"} <= set(events(run, t, "db-restart")), t
+    s = pd.concat([summary(run, "db-restart").loc[[t]] for t, run in runs.items()])
     # the one shared connection died with its server session and is never replaced
     assert not s.loc["global-asyncpg", "recovered"]
     assert math.isnan(s.loc["global-asyncpg", "recovery_s"])

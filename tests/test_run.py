@@ -16,6 +16,7 @@ from helpers import CONNBENCH, REPO, run_connbench, sigint_default, temp_dirs, w
 
 from benchmarks.results.summary import SUMMARY_COLUMNS, TIMESERIES_COLUMNS
 from benchmarks.run.options import RunOptions
+from benchmarks.run.scenario import load_profile
 from benchmarks.stack.pgbouncer import missing_reason
 from targets.registry import TARGETS
 
@@ -26,15 +27,19 @@ RUNNABLE = [t for t in TARGETS if not (TARGETS[t].via_pgbouncer and missing_reas
 # every target has its own file (tests/test_family_*.py, test_families.py), and the quick profile runs them all.
 FAMILY_FIRSTS = {TARGETS[t].family: t for t in reversed(RUNNABLE)}
 THROUGH_LOCUST = [t for t in RUNNABLE if TARGETS[t].family == "python" or FAMILY_FIRSTS[TARGETS[t].family] == t]
+# The session's smoke profile run (conftest.py) has steady cells of some of them; this module runs the rest.
+IN_SMOKE_PROFILE = [t for t in THROUGH_LOCUST if {sc.name: sc for sc in load_profile("smoke")}["steady"].selects(t)]
+OWN = [t for t in THROUGH_LOCUST if t not in IN_SMOKE_PROFILE]
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess, set[str]]:
-    """The smoke profile's steady scenario over every runnable python target and one of each other family, named
-    (the baseline is the session smoke run's, test_smoke_profile_run_has_its_baseline)."""
+    """The smoke profile's steady scenario over every runnable python target and one of each other family that
+    the session's smoke profile run leaves out, named (the baseline is that run's too,
+    test_smoke_profile_run_has_its_baseline)."""
     out = tmp_path_factory.mktemp("smoke") / "run"
     before = temp_dirs()
-    proc = run_connbench("run", "--profile", "smoke", "--scenarios", "steady", "--targets", ",".join(THROUGH_LOCUST),
+    proc = run_connbench("run", "--profile", "smoke", "--scenarios", "steady", "--targets", ",".join(OWN),
                          "--out", str(out), "--no-report", "--no-baseline", timeout=900)  # fmt: skip
     return out, proc, temp_dirs() - before
 
@@ -52,11 +57,11 @@ def test_smoke_run_writes_every_file(smoke) -> None:
         assert manifest["versions"][key]
     assert manifest["machine"]["cores"] >= 1 and manifest["target_settings"]["pool_max"] > 0
     assert manifest["options"]["profile"] == "smoke" and manifest["options"]["scenarios"] == ["steady"]
-    assert manifest["options"]["targets"] == THROUGH_LOCUST and manifest["options"]["baseline"] is False
+    assert manifest["options"]["targets"] == OWN and manifest["options"]["baseline"] is False
     summary = pd.read_csv(out / "summary.csv")
     assert list(summary.columns) == SUMMARY_COLUMNS
     assert list(pd.read_csv(out / "timeseries.csv").columns) == TIMESERIES_COLUMNS
-    assert sorted(summary["target"]) == sorted(THROUGH_LOCUST)
+    assert sorted(summary["target"]) == sorted(OWN)
     for cell in summary["cell_id"]:
         raw = out / "raw" / cell
         assert (raw / "locust_stats.csv").exists() and (raw / "target.log").exists()
@@ -85,10 +90,13 @@ def test_postgres_spends_more_cpu_per_request_on_a_connection_per_request(smoke_
     assert per["db_cpu_ms_per_request"] > 3 * pool["db_cpu_ms_per_request"], steady["db_cpu_ms_per_request"]
 
 
-def test_smoke_run_numbers_tell_the_strategies_apart(smoke) -> None:
+def test_smoke_run_numbers_tell_the_strategies_apart(smoke, smoke_run: Path) -> None:
     out, proc, _ = smoke
     assert proc.returncode == 0, proc.stderr[-3000:]
-    s = pd.read_csv(out / "summary.csv").set_index("target")
+    profile = pd.read_csv(smoke_run / "summary.csv")
+    profile = profile[(profile["scenario"] == "steady") & profile["target"].isin(IN_SMOKE_PROFILE)]
+    s = pd.concat([pd.read_csv(out / "summary.csv"), profile]).set_index("target")
+    assert sorted(s.index) == sorted(THROUGH_LOCUST)
     healthy = [t for t in s.index if TARGETS[t].strategy in ("per-request", "pool-eager", "pool-lazy", "pgbouncer")]
     assert s.loc[healthy, "valid"].all(), s.loc[healthy, ["valid", "invalid_reason"]]
     for t in [t for t in PER_REQUEST if t in THROUGH_LOCUST]:
