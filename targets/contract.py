@@ -61,6 +61,13 @@ SETTINGS: dict[str, Setting] = {
         "second); 0: the library's or the OS's default. libpq (psycopg, Django), node-postgres and postgres.js; "
         "asyncpg has no keepalive option",
     ),
+    "tcp_user_timeout": Setting(
+        "CONNBENCH_TCP_USER_TIMEOUT",
+        0.0,
+        "> 0: seconds data sent on a database connection may stay unacknowledged before the kernel gives the "
+        "connection up (TCP_USER_TIMEOUT); 0: the OS's default (retransmissions for about 15 minutes). libpq "
+        "(psycopg, Django) only: asyncpg, node-postgres and postgres.js have no such option",
+    ),
 }
 
 
@@ -76,6 +83,7 @@ class Settings:
     shutdown_timeout: float = 10.0
     idle_timeout: float = 0.0
     tcp_keepalive: float = 0.0
+    tcp_user_timeout: float = 0.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -92,6 +100,15 @@ class Settings:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def libpq_tcp(keepalive: float, user_timeout: float) -> dict[str, int]:
+    """libpq's parameters for tcp_keepalive and tcp_user_timeout (seconds): keepalives as libpq_keepalives, and
+    tcp_user_timeout in milliseconds (none for 0)."""
+    out: dict[str, int] = dict(libpq_keepalives(keepalive))
+    if user_timeout > 0:
+        out["tcp_user_timeout"] = max(1, round(user_timeout * 1000))
+    return out
 
 
 def libpq_keepalives(seconds: float) -> dict[str, int]:

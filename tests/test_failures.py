@@ -19,7 +19,7 @@ import pandas as pd
 import psutil
 import psycopg
 import pytest
-from helpers import REPO, timeseries_events
+from helpers import REPO, run_connbench, timeseries_events
 
 from benchmarks.stack import middlebox
 from benchmarks.stack.pgbouncer import PgBouncer
@@ -69,6 +69,27 @@ def test_a_silent_drop_hangs_a_pool_with_defaults_and_an_idle_limit_below_it_nev
     # The pool closed its connections after 1 s idle, before the middlebox forgot them: new ones, no failure.
     assert defended["errors_after_action"] == 0, defended["errors"]
     assert defended["recovered"]
+
+
+@needs_root
+def test_tcp_user_timeout_turns_the_hang_into_failures_that_end(tmp_path: Path) -> None:
+    """psycopg_pool behind the same silent drop with libpq's tcp_user_timeout 0.5 s: the kernel gives a dead
+    connection up once its data goes unacknowledged that long, so its requests fail fast (each dead pooled
+    connection once), and the pool then opens new ones through the middlebox."""
+    out = tmp_path / "run"
+    proc = run_connbench(
+        "run", "--profile", "smoke", "--scenarios", "silent-drop", "--targets", "pool-eager-psycopg",
+        "--out", str(out), "--no-report", "--no-baseline", env={"CONNBENCH_TCP_USER_TIMEOUT": "0.5"}, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    s = cells(out, "silent-drop")
+    default = s[s["params"].map(lambda p: json.loads(p)["idle_timeout"] == 0)].iloc[0]
+    assert default["valid"], default["invalid_reason"]
+    assert json.loads((out / "manifest.json").read_text())["target_settings"]["tcp_user_timeout"] == 0.5
+    assert default["dropped_packets"] > 0
+    assert 1 <= default["errors_after_action"] <= 10  # at most once per pooled connection (pool_min 10)
+    assert default["recovered"], default["errors"]
+    assert default["hang_s"] < 2.5  # well before the target's own 3 s request timeout
 
 
 @needs_root
@@ -136,9 +157,15 @@ def test_pgbouncer_pause_holds_queries_and_resume_releases_them(bouncer: PgBounc
 def test_a_frozen_pool_holds_its_connections_until_idle_session_timeout(smoke_run: Path) -> None:
     (row,) = cells(smoke_run, "frozen").itertuples()
     assert row.valid, row.invalid_reason
-    assert {"freeze", "thaw"} <= set(events(smoke_run, row.cell_id))
-    assert row.conn_peak == 10  # pool-eager's pool, open when it was frozen
-    # PostgreSQL held them until idle_session_timeout (2 s) ended them, before the thaw 3 s after the freeze
-    assert 0.3 <= row.release_s <= 3.0, row.release_s
+    seen = events(smoke_run, row.cell_id)
+    assert {"freeze", "thaw"} <= set(seen)
+    assert row.conn_peak >= 20  # the two processes' pool-eager pools (2 × 10), open when they were frozen
+    # PostgreSQL held them until idle_session_timeout (2 s) ended them, before the thaw 3.4 s after the freeze
+    assert 0.3 <= row.release_s <= 3.4, row.release_s
+    # meanwhile a new instance found 2 of the role's 22 connections for its pool of 10: PostgreSQL refused it
+    # (53300) and its eager pool took it down; the one started after the timeout served every request
+    instances = [e for e in seen if e.startswith("instance:")]
+    assert instances == ["instance:died:53300", "instance:ok=5,53300=0,error=0"], seen
+    assert row.instances_refused == 1
     # asyncpg saw the closed connections on waking and opened new ones before the first request needed them
     assert row.recovered

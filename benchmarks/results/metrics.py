@@ -94,6 +94,9 @@ METRICS: dict[str, Metric] = {
         "orphaned sessions", "", LOWER, "sessions PostgreSQL still held after the target exited", travels=True
     ),
     "dropped_packets": Metric("packets dropped", "", None, "packets of forgotten flows the middlebox dropped"),
+    "instances_refused": Metric(
+        "new instances refused", "", LOWER, "new instances of the target PostgreSQL refused (53300)", travels=True
+    ),
     # settings of the run, as its cells record them
     "workers": Metric("workers", "", None, "target processes per target", travels=True),
     "pool_max": Metric("pool_max", "", None, "the pool's maximum size per process", travels=True),

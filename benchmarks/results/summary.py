@@ -20,11 +20,13 @@ TARGET_EXITED = "target-exited"
 # Columns only some scenarios fill (cold start, faults, lifecycle); the report draws them per scenario.
 FAULT_COLUMNS = [
     "first_request_ms", "first10_p50_ms", "outage_s", "errors_after_action", "recovery_s", "recovered",
-    "errors_53300", "shutdown_logged", "release_s", "hang_s", "orphans", "dropped_packets",
+    "errors_53300", "shutdown_logged", "release_s", "hang_s", "orphans", "dropped_packets", "instances_refused",
 ]  # fmt: skip
 
 # Columns added within schema version 1: a run folder written before them reads with them blank.
-ADDED_COLUMNS = ["hang_s", "orphans", "dropped_packets", "db_cpu_pct", "db_cpu_ms_per_request", "db_backend_mb"]
+ADDED_COLUMNS = [
+    "hang_s", "orphans", "dropped_packets", "db_cpu_pct", "db_cpu_ms_per_request", "db_backend_mb", "instances_refused",
+]  # fmt: skip
 
 # The connection path of a cell (RTT added in ms, TLS, where PgBouncer sits); in summary, timeseries and baseline.
 PATH_COLUMNS = ["rtt_ms", "tls", "pooler"]

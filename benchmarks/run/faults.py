@@ -106,12 +106,23 @@ def silent_drop_metrics(final: dict[str, Any], events: list[tuple[float, str]], 
 
 def freeze_metrics(app: str, events: list[tuple[float, str]], samples: list[dict[str, Any]]) -> dict[str, Any]:
     """release_s of a frozen target: how long PostgreSQL kept its connections while it was frozen ({} when the
-    cell froze nothing)."""
+    cell froze nothing). Until the first poll that showed none: a new instance started later (action
+    new-instance, one at a time) connects under the same name, and a frozen process cannot reconnect."""
     frozen, thawed = event_time(events, "freeze"), event_time(events, "thaw")
     if frozen is None:
         return {}
     held = [s for s in samples if thawed is None or s["t"] < thawed]
-    return {"release_s": released_after(app, frozen, held)}
+    return {"release_s": released_after(app, frozen, held, for_good=False), **instance_metrics(events)}
+
+
+def instance_metrics(events: list[tuple[float, str]]) -> dict[str, Any]:
+    """instances_refused: of the new instances the cell started (`instance:` events), those PostgreSQL refused
+    (53300): dead at start, or any of their requests answered 53300 ({} when it started none)."""
+    started = [name.removeprefix("instance:") for _, name in events if name.startswith("instance:")]
+    if not started:
+        return {}
+    refused = [e for e in started if e == "died:53300" or "53300=0" not in e.split(",") and "53300=" in e]
+    return {"instances_refused": len(refused)}
 
 
 def orphan_sessions(pg: Database, app: str, wait: float = 1.0) -> int | None:
@@ -218,8 +229,9 @@ def shutdown_logged(pg: Database, target_id: str | None, since: float) -> bool |
     return bool(row and row[0])
 
 
-def released_after(app: str, since: float, samples: list[dict[str, Any]]) -> float | None:
-    """Seconds from `since` until the sampler's polls showed no connection of `app` and none again, or None."""
+def released_after(app: str, since: float, samples: list[dict[str, Any]], for_good: bool = True) -> float | None:
+    """Seconds from `since` until the sampler's polls showed no connection of `app` and (`for_good`) none again,
+    or None."""
     zero_since = None
     for s in samples:
         if s["t"] < since or not s["db_up"]:
@@ -227,6 +239,8 @@ def released_after(app: str, since: float, samples: list[dict[str, Any]]) -> flo
         n = s["connections"].get(app, {}).get("total", 0)
         if n == 0 and zero_since is None:
             zero_since = s["t"]
+            if not for_good:
+                break
         elif n:
             zero_since = None
     return round(zero_since - since, 3) if zero_since is not None else None

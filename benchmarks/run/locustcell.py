@@ -21,9 +21,11 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 
 from benchmarks.load import LOCUSTFILE
@@ -169,7 +171,11 @@ def run_locust_cell(kind: LocustKind, cell: Cell, ctx: CellContext) -> CellResul
     dropped_before = box.dropped_packets() if box else 0
     go.touch()
     bouncer = ctx.net.bouncers.get(cell.pooler or DEFAULT_POOLER) if target.via_pgbouncer else None
-    events = run_actions(sc, locust, locust_out, proc, pg, target.conn_key, bouncer)
+
+    def new_instance(n: int) -> str:
+        return start_instance(target.id, dsn, target_env, raw / f"instance-{n}.log", target.ready_path)
+
+    events = run_actions(sc, locust, locust_out, proc, pg, target.conn_key, bouncer, new_instance)
     try:
         locust.wait(plan.seconds + LOCUST_GRACE_S)
     except subprocess.TimeoutExpired:
@@ -205,6 +211,7 @@ def run_actions(
     pg: Database,
     app: str,
     bouncer: PgBouncer | None = None,
+    new_instance: Callable[[int], str] | None = None,
 ) -> list[tuple[float, str]]:
     """Wait for the load to start, log its start, then do the scenario's actions at their times (a --url
     service is never signalled: cells.skip_reason leaves such cells out; the pooler actions act on the
@@ -251,9 +258,43 @@ def run_actions(
             assert proc is not None
             os.killpg(proc.pid, signal.SIGSTOP if action.do == "freeze" else signal.SIGCONT)
             events.append((started, action.do))
+        elif action.do == "new-instance":
+            assert new_instance is not None
+            events.append((started, new_instance(sum(e.startswith("instance:") for _, e in events) + 1)))
         elif action.do == "mark":
             events.append((started, f"mark:{action.label}" if action.label else "mark"))
     return events
+
+
+INSTANCE_REQUESTS = 5  # what a new instance is asked to serve
+
+
+def start_instance(target_id: str, dsn: str, env: dict[str, str], log: Path, ready_path: str) -> str:
+    """Another process of the target, started as a platform scales out while the cell's own may be frozen: it
+    gets ready (or dies, as an eager pool does when PostgreSQL refuses it), is asked for INSTANCE_REQUESTS
+    sequential GET /db, and is stopped. Its event: `instance:ok=N,53300=M,error=K`, or
+    `instance:died[:53300]` when it never got ready (53300: its log names the refusal)."""
+    port = free_port()
+    proc = start_target(target_id, dsn, port, 1, env, log)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        if wait_ready(url, proc, timeout=15, path=ready_path) is None:
+            stop_process(proc, signal.SIGKILL, 5)
+            text = log.read_text(errors="replace")
+            return "instance:died:53300" if "53300" in text or "too many clients" in text else "instance:died"
+        counts = {"ok": 0, "53300": 0, "error": 0}
+        with httpx.Client(timeout=5.0) as client:
+            for _ in range(INSTANCE_REQUESTS):
+                try:
+                    resp = client.get(f"{url}/db")
+                except httpx.HTTPError:
+                    counts["error"] += 1
+                    continue
+                ok, refused = resp.status_code == 200, "53300" in resp.text or "too many clients" in resp.text
+                counts["ok" if ok else "53300" if refused else "error"] += 1
+        return "instance:" + ",".join(f"{k}={v}" for k, v in counts.items())
+    finally:
+        stop_process(proc, signal.SIGTERM, 10)
 
 
 def summarize(

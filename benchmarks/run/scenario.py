@@ -32,6 +32,7 @@ the file and the key, so a typo never silently changes a benchmark.
     at = 8
     do = "restart-db"                   # restart-db | terminate (the target's sessions) | sigterm | sigkill | mark
     mode = "fast"                       # | restart-pooler | pause-pooler | resume-pooler | freeze | thaw
+                                        # | new-instance
     [profiles.smoke]
     users = [4]
     duration = 3
@@ -77,7 +78,8 @@ CAPACITY_KEYS = {f.name for f in dataclasses.fields(CapacitySearch)}
 SIGNALS = ("sigterm", "sigkill")  # the actions that signal the target itself
 POOLER_ACTIONS = ("restart-pooler", "pause-pooler", "resume-pooler")  # the cell's PgBouncer (its console)
 # terminate: pg_terminate_backend on the target's sessions; freeze/thaw: SIGSTOP/SIGCONT its process group
-ACTIONS = ("restart-db", "terminate", *SIGNALS, *POOLER_ACTIONS, "freeze", "thaw", "mark")
+# new-instance: another process of the target starts (as a platform scales out), serves a few requests and stops
+ACTIONS = ("restart-db", "terminate", *SIGNALS, *POOLER_ACTIONS, "freeze", "thaw", "new-instance", "mark")
 TOP_KEYS = {
     "description",
     "kind",

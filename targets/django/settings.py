@@ -12,7 +12,7 @@ from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
 
-from targets.contract import DEFAULT_DSN, Settings, libpq_keepalives
+from targets.contract import DEFAULT_DSN, Settings, libpq_tcp
 
 FAMILY = "django"
 TARGET = os.environ.get("CONNBENCH_TARGET") or f"{FAMILY}-per-request"
@@ -47,7 +47,7 @@ def database(dsn: str, target: str, settings: Settings) -> dict[str, Any]:
     }
     for key in ("dbname", "user", "password", "host", "port"):
         options.pop(key, None)
-    options.update(libpq_keepalives(settings.tcp_keepalive))
+    options.update(libpq_tcp(settings.tcp_keepalive, settings.tcp_user_timeout))
     if not chosen.pop("pgbouncer", False):
         # The statement's share of request_timeout (PgBouncer refuses the `options` startup parameter).
         timeout = f"-c statement_timeout={round(settings.request_timeout * 1000)}"

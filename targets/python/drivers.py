@@ -17,7 +17,7 @@ import asyncpg
 import psycopg
 import psycopg_pool
 
-from targets.contract import WORLD_SQL, libpq_keepalives
+from targets.contract import WORLD_SQL, libpq_tcp
 
 WORLD_QUERY = WORLD_SQL.format(id="$1")
 SHUTDOWN_INSERT = "INSERT INTO shutdown_log (target, pid) VALUES ($1, $2)"
@@ -86,6 +86,7 @@ class Driver(abc.ABC):
         pooler: bool = False,
         idle_timeout: float = 0,
         tcp_keepalive: float = 0,
+        tcp_user_timeout: float = 0,
     ):
         self.app_name = app_name
         self.connect_timeout = connect_timeout
@@ -93,6 +94,7 @@ class Driver(abc.ABC):
         self.pooler = pooler
         self.idle_timeout = idle_timeout  # > 0: the pools' idle limit (asyncpg's and psycopg_pool's own otherwise)
         self.tcp_keepalive = tcp_keepalive  # > 0: seconds idle before the first keepalive probe (psycopg only)
+        self.tcp_user_timeout = tcp_user_timeout  # > 0: seconds sent data may stay unacknowledged (psycopg only)
 
     @abc.abstractmethod
     async def connect(self, dsn: str) -> Conn: ...
@@ -176,7 +178,8 @@ class AsyncpgDriver(Driver):
     name = "asyncpg"
 
     def connect_kwargs(self) -> dict[str, Any]:
-        # asyncpg has no keepalive option (tcp_keepalive does nothing here): its sockets keep the OS's default.
+        # asyncpg has no keepalive or TCP_USER_TIMEOUT option (tcp_keepalive and tcp_user_timeout do nothing
+        # here): its sockets keep the OS's defaults.
         kw: dict[str, Any] = {
             "timeout": self.connect_timeout,
             "server_settings": {"application_name": self.app_name},
@@ -272,7 +275,7 @@ class PsycopgDriver(Driver):
             "connect_timeout": max(2, round(self.connect_timeout)),
             # None: never prepare server-side (psycopg's default prepares a query after 5 runs).
             "prepare_threshold": None if self.pooler else 5,
-            **libpq_keepalives(self.tcp_keepalive),
+            **libpq_tcp(self.tcp_keepalive, self.tcp_user_timeout),
         }
 
     async def connect(self, dsn: str) -> Conn:

@@ -242,5 +242,6 @@ def build_strategy(target_id: str, dsn: str, settings: Settings) -> Strategy:
         pooler=cls.via_pgbouncer,
         idle_timeout=settings.idle_timeout,
         tcp_keepalive=settings.tcp_keepalive,
+        tcp_user_timeout=settings.tcp_user_timeout,
     )
     return cls(conn, dsn, settings)

@@ -23,7 +23,7 @@ FAULT_COLUMNS: dict[str, list[str]] = {
     "killed-backends": ["errors_after_action", "outage_s", "recovery_s", "recovered"],
     "pooler-restart": ["errors_after_action", "outage_s", "recovery_s", "recovered"],
     "pooler-pause": ["errors_after_action", "latency_max_ms", "recovered"],
-    "frozen": ["release_s", "errors_after_action", "recovery_s", "recovered"],
+    "frozen": ["release_s", "instances_refused", "errors_after_action", "recovery_s", "recovered"],
 }
 # The failures production connections meet: each drawn as a timeline too (figures/failures.png).
 FAILURE_SCENARIOS = ["silent-drop", "killed-backends", "pooler-restart", "pooler-pause", "frozen"]
