@@ -7,13 +7,26 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from benchmarks.cli import baseline, build, compare, db, list_targets, load_worker, report, run, serve, up, verify
+from benchmarks.cli import (
+    advise,
+    baseline,
+    build,
+    compare,
+    db,
+    list_targets,
+    load_worker,
+    report,
+    run,
+    serve,
+    up,
+    verify,
+)
 from benchmarks.cli.common import Parser
 from benchmarks.errors import ConnbenchError
 from targets.registry import UnknownTarget
 
 # In the order `connbench --help` lists them; each module registers its sub-parser and handler.
-COMMANDS = (list_targets, db, serve, run, baseline, report, compare, up, verify, load_worker, build)
+COMMANDS = (list_targets, db, serve, run, baseline, report, compare, up, verify, advise, load_worker, build)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.errors import ConnbenchError
+from benchmarks.results import model
 from benchmarks.results.load import load_run
 from benchmarks.results.runfolder import write_atomic
 
@@ -29,6 +30,7 @@ def build_report(run_dir: Path, notebook: Path = NOTEBOOK) -> list[Path]:
 
     run_dir = Path(run_dir).resolve()
     run = load_run(run_dir)  # fails here, with one line, rather than inside the kernel
+    model.write(run_dir, run)  # model.csv: the model per strategy, checked on held-out cells
     if not notebook.is_file():
         raise ConnbenchError(f"the report notebook is missing: {notebook}")
     figdir = run_dir / "figures"

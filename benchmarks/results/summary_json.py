@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.errors import ConnbenchError
+from benchmarks.results import model
 from benchmarks.results.findings.common import KeyNumber
 from benchmarks.results.load import RunData, load_run
 from benchmarks.results.metrics import METRICS, travels
@@ -125,7 +126,9 @@ def build(run: RunData) -> dict[str, Any]:
 def write(run_dir: Path) -> Path:
     """Write run_dir/summary.json from the folder's files; return its path."""
     path = Path(run_dir) / FILE
-    write_atomic(path, json.dumps(build(load_run(run_dir)), indent=1, allow_nan=False) + "\n")
+    run = load_run(run_dir)
+    write_atomic(path, json.dumps(build(run), indent=1, allow_nan=False) + "\n")
+    model.write(run_dir, run)  # model.csv beside it: the model per strategy, checked on held-out cells
     return path
 
 
