@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.cli import advise as A
 from benchmarks.cli import main
+from benchmarks.results import advice as A
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO / "results" / "reference"
