@@ -116,12 +116,16 @@ def freeze_metrics(app: str, events: list[tuple[float, str]], samples: list[dict
 
 
 def instance_metrics(events: list[tuple[float, str]]) -> dict[str, Any]:
-    """instances_refused: of the new instances the cell started (`instance:` events), those PostgreSQL refused
-    (53300): dead at start, or any of their requests answered 53300 ({} when it started none)."""
+    """instances_refused: of the new instances the cell started (`instance:` events), those PostgreSQL refused a
+    connection (53300): dead at start, a request answered 53300, or a connect refused ({} when it started none)."""
     started = [name.removeprefix("instance:") for _, name in events if name.startswith("instance:")]
     if not started:
         return {}
-    refused = [e for e in started if e == "died:53300" or "53300=0" not in e.split(",") and "53300=" in e]
+    counts = [dict(kv.split("=") for kv in e.split(",")) if "=" in e else {} for e in started]
+    refused = [
+        e for e, c in zip(started, counts, strict=True)
+        if e == "died:53300" or int(c.get("53300", 0)) or int(c.get("refused", 0))
+    ]  # fmt: skip
     return {"instances_refused": len(refused)}
 
 

@@ -267,12 +267,15 @@ def run_actions(
 
 
 INSTANCE_REQUESTS = 5  # what a new instance is asked to serve
+# How PostgreSQL's 53300 reads in a target's log or answer: its SQLSTATE, or one of its two messages.
+REFUSED = ("53300", "too many clients", "remaining connection slots are reserved")
 
 
 def start_instance(target_id: str, dsn: str, env: dict[str, str], log: Path, ready_path: str) -> str:
     """Another process of the target, started as a platform scales out while the cell's own may be frozen: it
     gets ready (or dies, as an eager pool does when PostgreSQL refuses it), is asked for INSTANCE_REQUESTS
-    sequential GET /db, and is stopped. Its event: `instance:ok=N,53300=M,error=K`, or
+    sequential GET /db, and is stopped. Its event: `instance:ok=N,53300=M,error=K,refused=R` (R: the connects
+    PostgreSQL refused, as its log tells them: a pool that retries in the background may still serve), or
     `instance:died[:53300]` when it never got ready (53300: its log names the refusal)."""
     port = free_port()
     proc = start_target(target_id, dsn, port, 1, env, log)
@@ -280,8 +283,9 @@ def start_instance(target_id: str, dsn: str, env: dict[str, str], log: Path, rea
         url = f"http://127.0.0.1:{port}"
         if wait_ready(url, proc, timeout=15, path=ready_path) is None:
             stop_process(proc, signal.SIGKILL, 5)
-            text = log.read_text(errors="replace")
-            return "instance:died:53300" if "53300" in text or "too many clients" in text else "instance:died"
+            return (
+                "instance:died:53300" if any(r in log.read_text(errors="replace") for r in REFUSED) else "instance:died"
+            )
         counts = {"ok": 0, "53300": 0, "error": 0}
         with httpx.Client(timeout=5.0) as client:
             for _ in range(INSTANCE_REQUESTS):
@@ -290,11 +294,13 @@ def start_instance(target_id: str, dsn: str, env: dict[str, str], log: Path, rea
                 except httpx.HTTPError:
                     counts["error"] += 1
                     continue
-                ok, refused = resp.status_code == 200, "53300" in resp.text or "too many clients" in resp.text
-                counts["ok" if ok else "53300" if refused else "error"] += 1
-        return "instance:" + ",".join(f"{k}={v}" for k, v in counts.items())
+                refused = any(r in resp.text for r in REFUSED)
+                counts["ok" if resp.status_code == 200 else "53300" if refused else "error"] += 1
     finally:
         stop_process(proc, signal.SIGTERM, 10)
+    lines = log.read_text(errors="replace").splitlines()
+    counts["refused"] = sum(any(r in line for r in REFUSED) for line in lines)
+    return "instance:" + ",".join(f"{k}={v}" for k, v in counts.items())
 
 
 def summarize(
