@@ -2,7 +2,9 @@
 connections idle past its limit and drops their packets without a word. Per target, with its library's defaults
 (idle_timeout 0) and with an idle limit below the middlebox's: the requests that failed or were still unanswered
 after the idle gap, the longest of them, the first good request after the gap, and the sessions PostgreSQL was
-left holding."""
+left holding; and what each defence costs: an idle limit's reconnect after the gap (silent-drop cells),
+pool_pre_ping's latency and database CPU per request (steady cells of sqlalchemy-pre-ping against
+sqlalchemy-queue)."""
 
 from __future__ import annotations
 
@@ -10,12 +12,14 @@ import pandas as pd
 
 from benchmarks.results import fmt
 from benchmarks.results.findings.common import Answer, capitalised, key_number
-from benchmarks.results.load import RunData
+from benchmarks.results.load import MAIN_SCENARIO, RunData
+from benchmarks.results.metrics import estimate
 from benchmarks.results.stats import Estimate, sweep_aggregate
 
 SCENARIO = "silent-drop"
 KEY = "idle_timeout"
 METRICS = ["errors_after_action", "hang_s", "recovery_s", "orphans"]
+PRE_PING, PLAIN = "sqlalchemy-pre-ping", "sqlalchemy-queue"  # the same QueuePool with and without the check
 
 
 def table(run: RunData) -> pd.DataFrame:
@@ -55,6 +59,27 @@ def sentences(run: RunData) -> list[str]:
     return out
 
 
+def costs(run: RunData) -> str:
+    """What the defences cost: an idle limit's reconnect after the gap (the silent-drop cells where it held, the
+    median first success), and pool_pre_ping's p50 and database CPU per request (steady cells)."""
+    said = []
+    t = table(run)
+    defended = t[(t[KEY] > 0) & (t["errors_after_action"].fillna(0) == 0)] if not t.empty else t
+    if not defended.empty and defended["recovery_s"].notna().any():
+        said.append(
+            f"an idle limit's price is a new connection after each idle gap (the first request after the gap "
+            f"answered {fmt.num(float(defended['recovery_s'].median()), 's')} after it, median over the targets)"
+        )
+    p50, p50_plain = (estimate(run, "latency_p50_ms", MAIN_SCENARIO, x) for x in (PRE_PING, PLAIN))
+    cpu, cpu_plain = (estimate(run, "db_cpu_ms_per_request", MAIN_SCENARIO, x) for x in (PRE_PING, PLAIN))
+    if p50 and p50_plain:
+        text = f"pool_pre_ping's check costs {PRE_PING} {p50.text('ms')} at p50 against {p50_plain.text('ms')}"
+        if cpu and cpu_plain:
+            text += f", and {cpu.text('ms')} of database CPU per request against {cpu_plain.text('ms')}"
+        said.append(text + " (steady)")
+    return f"What the defences cost: {'; '.join(said)}." if said else ""
+
+
 def answer(run: RunData) -> Answer | None:
     t = table(run)
     if t.empty:
@@ -82,4 +107,4 @@ def answer(run: RunData) -> Answer | None:
         said.append(f"idle_timeout {limit}: {len(clean)} of {len(defended)} never failed")
     if not said:
         return None
-    return Answer(capitalised(said), " ".join(sentences(run)), key)
+    return Answer(capitalised(said), " ".join([*sentences(run), costs(run)]).strip(), key)
