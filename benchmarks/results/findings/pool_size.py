@@ -80,8 +80,28 @@ def distance_sentences(run: RunData) -> list[str]:
             text += f", so each request held its connection {fmt.num(held, 'ms')} (pool_max / the rate)"
         if stop is not None:
             text += f"; throughput stops growing at pool_max {int(stop['pool_max'])} ({fmt.num(stop['rps'], 'req/s')})"
+            text += _formulas(g, stop, run.cores)
         out.append(text + ".")
     return out
+
+
+def _formulas(g: pd.DataFrame, stop: pd.Series, cores: object) -> str:
+    """The pools the CPU-based formulas give on this machine, Prisma's default (cores × 2 + 1) and HikariCP's
+    (cores × 2 + effective spindles, none for a cached table), and what they carry: measured where the sweep has
+    that size, else Little's law with the hold time measured at the smallest pool (capped at the plateau)."""
+    if not isinstance(cores, int | float) or not cores:
+        return ""
+    first = g.iloc[0]
+    hold_ms = first["pool_max"] * 1000 / first["rps"] if first["rps"] else None
+    parts = []
+    for name, size in (("Prisma's default", int(2 * cores + 1)), ("HikariCP's", int(2 * cores))):
+        row = g[g["pool_max"] == size]
+        if len(row):
+            parts.append(f"{name} {size} carries {fmt.num(row['rps'].iloc[0], 'req/s')}")
+        elif hold_ms:
+            rps = min(size * 1000 / hold_ms, float(stop["rps"]))
+            parts.append(f"{name} {size} about {fmt.num(rps, 'req/s')} (Little's law)")
+    return f"; the CPU-based formulas for {int(cores)} cores: {', '.join(parts)}" if parts else ""
 
 
 def answer(run: RunData) -> Answer | None:
