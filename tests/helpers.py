@@ -305,3 +305,20 @@ def service_dirs(pid: int) -> set[str]:
             dirs.add(str(Path(cmd[cmd.index("-D") + 1]).parent))
         dirs.update(str(Path(a).parent) for a in cmd if a.endswith("pgbouncer.ini"))
     return dirs
+
+
+def connbench_here(*argv: str) -> tuple[int, str, str]:
+    """`connbench ARGV` in this process (no subprocess: for commands that only read files): (exit code, stdout,
+    stderr)."""
+    import contextlib
+    import io
+
+    from benchmarks.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    return code, out.getvalue(), err.getvalue()

@@ -73,23 +73,26 @@ def test_a_silent_drop_hangs_a_pool_with_defaults_and_an_idle_limit_below_it_nev
 
 @needs_root
 def test_tcp_user_timeout_turns_the_hang_into_failures_that_end(tmp_path: Path) -> None:
-    """psycopg_pool behind the same silent drop with libpq's tcp_user_timeout 0.5 s: the kernel gives a dead
-    connection up once its data goes unacknowledged that long, so its requests fail fast (each dead pooled
-    connection once), and the pool then opens new ones through the middlebox."""
+    """The same silent drop with libpq's tcp_user_timeout 0.5 s: the kernel gives a dead connection up once its
+    data goes unacknowledged that long. psycopg_pool's requests fail fast (each dead pooled connection once) and
+    it then opens new ones through the middlebox; Django's liveness check (CONN_HEALTH_CHECKS) now fails fast
+    too, so Django reconnects before the query and no request fails."""
     out = tmp_path / "run"
     proc = run_connbench(
-        "run", "--profile", "smoke", "--scenarios", "silent-drop", "--targets", "pool-eager-psycopg",
+        "run", "--profile", "smoke", "--scenarios", "silent-drop", "--targets", "pool-eager-psycopg,django-persistent",
         "--out", str(out), "--no-report", "--no-baseline", env={"CONNBENCH_TCP_USER_TIMEOUT": "0.5"}, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     s = cells(out, "silent-drop")
-    default = s[s["params"].map(lambda p: json.loads(p)["idle_timeout"] == 0)].iloc[0]
-    assert default["valid"], default["invalid_reason"]
+    default = s[s["params"].map(lambda p: json.loads(p)["idle_timeout"] == 0)].set_index("target")
+    assert default["valid"].all(), default["invalid_reason"]
     assert json.loads((out / "manifest.json").read_text())["target_settings"]["tcp_user_timeout"] == 0.5
-    assert default["dropped_packets"] > 0
-    assert 1 <= default["errors_after_action"] <= 10  # at most once per pooled connection (pool_min 10)
-    assert default["recovered"], default["errors"]
-    assert default["hang_s"] < 2.5  # well before the target's own 3 s request timeout
+    assert (default["dropped_packets"] > 0).all()
+    pool, checked = default.loc["pool-eager-psycopg"], default.loc["django-persistent"]
+    assert 1 <= pool["errors_after_action"] <= 10  # at most once per pooled connection (pool_min 10)
+    assert pool["recovered"], pool["errors"]
+    assert pool["hang_s"] < 2.5  # well before the target's own 3 s request timeout
+    assert checked["errors_after_action"] <= 1 and checked["recovered"], checked["errors"]
 
 
 @needs_root

@@ -4,8 +4,6 @@ nothing is started."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -14,23 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import connbench_here
 
-from benchmarks.cli import main
 from benchmarks.results import advice as A
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO / "results" / "reference"
 
 
-def cli(*argv: str) -> tuple[int, str, str]:
-    """`connbench ARGV` in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
+cli = connbench_here
 
 
 def rows(**deployment: object) -> dict[tuple[str, str], A.Row]:

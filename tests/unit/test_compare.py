@@ -4,8 +4,6 @@ pool of one connection. Pure logic: nothing is started."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 import shlex
@@ -14,8 +12,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from helpers import connbench_here
 
-from benchmarks.cli import build_parser, main
+from benchmarks.cli import build_parser
 from benchmarks.cli.run import BREACH_EXIT, run_options
 from benchmarks.errors import ConnbenchError
 from benchmarks.results import compare as C
@@ -29,15 +28,7 @@ BASE, RERUN, POOL1 = DATA / "base", DATA / "rerun", DATA / "pool1"
 CELL = "steady.pool-eager-asyncpg.u16"  # the cell all three runs have
 
 
-def cli(*argv: str) -> tuple[int, str, str]:
-    """`connbench ARGV` in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(argv))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, out.getvalue(), err.getvalue()
+cli = connbench_here
 
 
 def rows(c: C.Comparison, metric: str) -> list[dict]:
