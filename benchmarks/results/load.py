@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.errors import ConnbenchError
+from benchmarks.results import fmt
 from benchmarks.results.runfolder import RESULTS_ROOT
 from benchmarks.results.summary import (
     BASELINE_COLUMNS,
@@ -25,6 +26,7 @@ from benchmarks.results.summary import (
     SUMMARY_COLUMNS,
     TIMESERIES_COLUMNS,
 )
+from targets.contract import SETTINGS
 from targets.registry import BUILT_IN
 
 MAIN_SCENARIO = "steady"  # the load scenario the throughput/latency figures and the findings table use
@@ -234,10 +236,23 @@ def read_capacity(run_dir: Path) -> pd.DataFrame:
 
 
 def with_params(summary: pd.DataFrame) -> pd.DataFrame:
-    """The summary with one column per key of `params` (the cell's swept values and /db parameters)."""
+    """The summary with one column per key of `params` (the cell's swept values and /db parameters), and
+    `settings`: the swept target settings a cell changed from their defaults, in words ("idle_timeout 1 s,
+    tcp_keepalive 1 s"; "defaults" when none), for a scenario that sweeps several at once."""
     params = [json.loads(p) if isinstance(p, str) and p.strip() else {} for p in summary["params"]]
     extra = pd.DataFrame(params, index=summary.index)
+    extra["settings"] = [settings_label(p) for p in params]
     return summary.join(extra[[c for c in extra.columns if c not in summary.columns]])
+
+
+def settings_label(params: dict[str, Any]) -> str:
+    """The target settings (targets/contract.py SETTINGS) in `params` that differ from their defaults, in words."""
+    changed = [
+        f"{k} {fmt.num(float(v), 's' if k.endswith(('_timeout', '_keepalive')) else '')}"
+        for k, v in params.items()
+        if k in SETTINGS and float(v) != SETTINGS[k].default
+    ]
+    return ", ".join(changed) or "defaults"
 
 
 def family_of(target: str) -> str:

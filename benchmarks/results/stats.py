@@ -26,7 +26,8 @@ PLATEAU = 0.05  # throughput "stops growing" at the smallest pool within this sh
 NEAR_THROUGHPUT = 0.25  # a closed-loop cell "at the same throughput" is within this share of the open cell's
 # Scenarios whose cells differ by a swept value, drawn by their own figures (named like the scenario); the
 # swept column of each.
-SWEPT_SCENARIOS = {"pool-size": "pool_max", "slow-work": "hold", "silent-drop": "idle_timeout"}
+# The column each swept scenario's figures and answers group by (silent-drop: the settings in words, with_params)
+SWEPT_SCENARIOS = {"pool-size": "pool_max", "slow-work": "hold", "silent-drop": "settings"}
 
 
 def bootstrap_ci(
