@@ -168,7 +168,7 @@ def test_a_frozen_pool_holds_its_connections_until_idle_session_timeout(smoke_ru
     # meanwhile a new instance found 2 of the role's 22 connections for its pool of 10: PostgreSQL refused it
     # (53300) and its eager pool took it down; the one started after the timeout served every request
     instances = [e for e in seen if e.startswith("instance:")]
-    assert instances == ["instance:died:53300", "instance:ok=5,53300=0,error=0,refused=0"], seen
+    assert instances == ["instance:died:53300", "instance:ok=5"], seen
     assert row.instances_refused == 1
     # asyncpg saw the closed connections on waking and opened new ones before the first request needed them
     assert row.recovered

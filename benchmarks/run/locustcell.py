@@ -274,9 +274,10 @@ REFUSED = ("53300", "too many clients", "remaining connection slots are reserved
 def start_instance(target_id: str, dsn: str, env: dict[str, str], log: Path, ready_path: str) -> str:
     """Another process of the target, started as a platform scales out while the cell's own may be frozen: it
     gets ready (or dies, as an eager pool does when PostgreSQL refuses it), is asked for INSTANCE_REQUESTS
-    sequential GET /db, and is stopped. Its event: `instance:ok=N,53300=M,error=K,refused=R` (R: the connects
-    PostgreSQL refused, as its log tells them: a pool that retries in the background may still serve), or
-    `instance:died[:53300]` when it never got ready (53300: its log names the refusal)."""
+    sequential GET /db, and is stopped. Its event: `instance:ok=N[,53300=M][,error=K][,refused=R]`, the
+    counts that are not 0 (R: the connects PostgreSQL refused, as its log tells them: a pool that retries in the
+    background may still serve), or `instance:died[:53300]` when it never got ready (53300: its log names the
+    refusal)."""
     port = free_port()
     proc = start_target(target_id, dsn, port, 1, env, log)
     try:
@@ -300,7 +301,7 @@ def start_instance(target_id: str, dsn: str, env: dict[str, str], log: Path, rea
         stop_process(proc, signal.SIGTERM, 10)
     lines = log.read_text(errors="replace").splitlines()
     counts["refused"] = sum(any(r in line for r in REFUSED) for line in lines)
-    return "instance:" + ",".join(f"{k}={v}" for k, v in counts.items())
+    return "instance:" + ",".join(f"{k}={v}" for k, v in counts.items() if v or k == "ok")
 
 
 def summarize(
