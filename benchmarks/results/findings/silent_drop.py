@@ -67,11 +67,11 @@ def costs(run: RunData) -> str:
     median first success), and pool_pre_ping's p50 and database CPU per request (steady cells)."""
     said = []
     t = table(run)
-    defended = t[(t[KEY] != DEFAULTS) & (t["errors_after_action"].fillna(0) == 0)] if not t.empty else t
-    if not defended.empty and defended["recovery_s"].notna().any():
+    idle = t[t[KEY].str.contains("idle_timeout") & (t["errors_after_action"].fillna(0) == 0)] if not t.empty else t
+    if not idle.empty and idle["recovery_s"].notna().any():
         said.append(
             f"an idle limit's price is a new connection after each idle gap (the first request after the gap "
-            f"answered {fmt.num(float(defended['recovery_s'].median()), 's')} after it, median over the targets)"
+            f"answered {fmt.num(float(idle['recovery_s'].median()), 's')} after it, median over the targets)"
         )
     p50, p50_plain = (estimate(run, "latency_p50_ms", MAIN_SCENARIO, x) for x in (PRE_PING, PLAIN))
     cpu, cpu_plain = (estimate(run, "db_cpu_ms_per_request", MAIN_SCENARIO, x) for x in (PRE_PING, PLAIN))
