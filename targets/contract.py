@@ -61,6 +61,13 @@ SETTINGS: dict[str, Setting] = {
         "second); 0: the library's or the OS's default. libpq (psycopg, Django), node-postgres and postgres.js; "
         "asyncpg has no keepalive option",
     ),
+    "pool_check": Setting(
+        "CONNBENCH_POOL_CHECK",
+        0,
+        "1: the pool checks a connection before handing it out (psycopg_pool's `check`, for the psycopg pools and "
+        "Django's pool: a round trip per checkout); 0: no check, the library's default. SQLAlchemy's is its own "
+        "target (sqlalchemy-pre-ping); asyncpg's, node-postgres's and postgres.js's pools have no such option",
+    ),
     "tcp_user_timeout": Setting(
         "CONNBENCH_TCP_USER_TIMEOUT",
         0.0,
@@ -83,6 +90,7 @@ class Settings:
     shutdown_timeout: float = 10.0
     idle_timeout: float = 0.0
     tcp_keepalive: float = 0.0
+    pool_check: int = 0
     tcp_user_timeout: float = 0.0
 
     @classmethod

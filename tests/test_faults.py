@@ -92,6 +92,20 @@ def test_killed_backends_fail_unchecked_connections_and_every_pool_recovers(kill
         assert s.loc[t, "errors_after_action"] <= users, s.loc[t, ["errors", "errors_after_action"]]
 
 
+def test_killed_backends_a_psycopg_pool_with_a_check_fails_only_in_flight(tmp_path_factory) -> None:
+    """CONNBENCH_POOL_CHECK=1: psycopg_pool's `check` before each checkout replaces the terminated
+    connections, as pool_pre_ping does: only the requests in flight at the terminate can fail."""
+    out = tmp_path_factory.mktemp("killed-checked") / "run"
+    proc = run_connbench(
+        "run", "--profile", "smoke", "--scenarios", "killed-backends", "--targets", "pool-eager-psycopg",
+        "--out", str(out), "--no-report", "--no-baseline", env={"CONNBENCH_POOL_CHECK": "1"}, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = summary(out).loc["pool-eager-psycopg"]
+    assert json.loads((out / "manifest.json").read_text())["target_settings"]["pool_check"] == 1
+    assert row["recovered"] and row["errors_after_action"] <= 4, row[["errors", "errors_after_action"]]
+
+
 # -- conn-cap ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def conn_cap(tmp_path_factory: pytest.TempPathFactory) -> Path:

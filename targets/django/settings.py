@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
 
 from targets.contract import DEFAULT_DSN, Settings, libpq_tcp
 
@@ -61,6 +62,8 @@ def database(dsn: str, target: str, settings: Settings) -> dict[str, Any]:
         if settings.idle_timeout > 0:
             # psycopg_pool closes connections idle that long, but only those above min_size.
             options["pool"]["max_idle"] = settings.idle_timeout
+        if settings.pool_check:  # psycopg_pool checks a connection before handing it out
+            options["pool"]["check"] = ConnectionPool.check_connection
     elif chosen.get("CONN_MAX_AGE") and settings.idle_timeout > 0:
         # Django has only an age limit: a connection that old is closed when a request starts or ends.
         chosen["CONN_MAX_AGE"] = settings.idle_timeout

@@ -16,7 +16,8 @@ const SETTINGS = {
   shutdown_timeout: ["CONNBENCH_SHUTDOWN_TIMEOUT", 10.0],
   idle_timeout: ["CONNBENCH_IDLE_TIMEOUT", 0.0],
   tcp_keepalive: ["CONNBENCH_TCP_KEEPALIVE", 0.0],
-  // read and reported only: node-postgres and postgres.js have no TCP_USER_TIMEOUT option
+  // read and reported only: node-postgres and postgres.js have no check-on-checkout or TCP_USER_TIMEOUT option
+  pool_check: ["CONNBENCH_POOL_CHECK", 0],
   tcp_user_timeout: ["CONNBENCH_TCP_USER_TIMEOUT", 0.0],
 } as const;
 

@@ -87,6 +87,7 @@ class Driver(abc.ABC):
         idle_timeout: float = 0,
         tcp_keepalive: float = 0,
         tcp_user_timeout: float = 0,
+        pool_check: bool = False,
     ):
         self.app_name = app_name
         self.connect_timeout = connect_timeout
@@ -95,6 +96,7 @@ class Driver(abc.ABC):
         self.idle_timeout = idle_timeout  # > 0: the pools' idle limit (asyncpg's and psycopg_pool's own otherwise)
         self.tcp_keepalive = tcp_keepalive  # > 0: seconds idle before the first keepalive probe (psycopg only)
         self.tcp_user_timeout = tcp_user_timeout  # > 0: seconds sent data may stay unacknowledged (psycopg only)
+        self.pool_check = pool_check  # check a pooled connection before handing it out (psycopg_pool only)
 
     @abc.abstractmethod
     async def connect(self, dsn: str) -> Conn: ...
@@ -232,6 +234,8 @@ class PsycopgPool(Pool):
         # psycopg_pool closes a connection idle for max_idle (default 600 s) only while the pool holds more
         # than min_size, one per max_idle at most: pool-eager's (min_size = max_size) are kept.
         idle: dict[str, Any] = {"max_idle": driver.idle_timeout} if driver.idle_timeout > 0 else {}
+        if driver.pool_check:  # an empty query's round trip on every checkout; a dead connection is replaced
+            idle["check"] = psycopg_pool.AsyncConnectionPool.check_connection
         self.raw = psycopg_pool.AsyncConnectionPool(
             dsn,
             min_size=min_size,

@@ -243,5 +243,6 @@ def build_strategy(target_id: str, dsn: str, settings: Settings) -> Strategy:
         idle_timeout=settings.idle_timeout,
         tcp_keepalive=settings.tcp_keepalive,
         tcp_user_timeout=settings.tcp_user_timeout,
+        pool_check=bool(settings.pool_check),
     )
     return cls(conn, dsn, settings)
