@@ -15,6 +15,9 @@ DEFAULT_DSN = "postgresql://connbench@127.0.0.1:5432/connbench"
 WORLD_ROWS = 10_000
 # The World query of every Python target, with its driver's placeholder for the id: WORLD_SQL.format(id="$1").
 WORLD_SQL = "SELECT id, randomnumber FROM world WHERE id = {id}"
+# libpq reports a refused connection without its SQLSTATE; these server messages are 53300's (the targets'
+# errors and the harness reading a target's log both go by them).
+TOO_MANY_MESSAGES = ("too many clients already", "remaining connection slots are reserved")
 # The parameters of GET /db (README's HTTP contract); scenario files may set and sweep them.
 DB_PARAMS = {
     "work_ms": "milliseconds of slow non-database work per request (asyncio.sleep, like a call to another service)",

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.results.load import MAIN_SCENARIO, RunData, load_run
+from benchmarks.results.path import connect_round_trips as path_round_trips
 from benchmarks.results.path import path_scenarios
 from benchmarks.results.runfolder import write_csv_atomic
 from targets.registry import BUILT_IN
@@ -90,12 +91,9 @@ def request_round_trips(target: str, strategy: str, pooler: str, connect_rt: flo
 
 
 def connect_round_trips(run: RunData) -> dict[bool, float]:
-    """baseline.csv's round trips per new connection (the slope of pgbench -C's connect time on RTT), per TLS."""
-    b = run.baseline
-    if b.empty or "round_trips" not in b:
-        return {}
-    rows = b[(b["mode"] == "connect") & b["round_trips"].notna()]
-    return {bool(tls): float(g["round_trips"].iloc[0]) for tls, g in rows.groupby(rows["tls"].fillna(False))}
+    """baseline.csv's round trips per new connection (path.connect_round_trips), per TLS mode."""
+    rows = path_round_trips(run)
+    return {bool(r.tls): float(r.measured) for r in rows.itertuples()}
 
 
 @dataclass

@@ -89,11 +89,12 @@ def connect_round_trips(run: RunData) -> pd.DataFrame:
     """baseline.csv's round trips per new connection (pgbench -C, one client), per TLS mode, with theory."""
     b = run.baseline
     if b.empty or "round_trips" not in b or b["round_trips"].isna().all():
-        return pd.DataFrame(columns=["path", "measured", "theory"])
+        return pd.DataFrame(columns=["path", "tls", "measured", "theory"])
     rows = []
     for tls, g in b[(b["mode"] == "connect") & b["round_trips"].notna()].groupby("tls"):
         path = "scram-sha-256, TLS" if tls else "scram-sha-256, no TLS"
-        rows.append({"path": path, "measured": float(g["round_trips"].iloc[0]), "theory": THEORY_ROUND_TRIPS[path]})
+        rows.append({"path": path, "tls": bool(tls), "measured": float(g["round_trips"].iloc[0]),
+                     "theory": THEORY_ROUND_TRIPS[path]})  # fmt: skip
     return pd.DataFrame(rows)
 
 

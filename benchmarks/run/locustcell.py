@@ -59,7 +59,7 @@ from benchmarks.stack.network import DEFAULT_POOLER
 from benchmarks.stack.pgbouncer import PgBouncer
 from benchmarks.stack.procs import die_with_parent, free_port, stop_process
 from benchmarks.stack.targetproc import start_target, wait_ready
-from targets.contract import Settings
+from targets.contract import TOO_MANY_MESSAGES, Settings
 from targets.registry import get_target
 from targets.yours import child_env, running_url
 
@@ -267,8 +267,8 @@ def run_actions(
 
 
 INSTANCE_REQUESTS = 5  # what a new instance is asked to serve
-# How PostgreSQL's 53300 reads in a target's log or answer: its SQLSTATE, or one of its two messages.
-REFUSED = ("53300", "too many clients", "remaining connection slots are reserved")
+# How PostgreSQL's 53300 reads in a target's log or answer: its SQLSTATE, or one of its messages.
+REFUSED = ("53300", *TOO_MANY_MESSAGES)
 
 
 def start_instance(target_id: str, dsn: str, env: dict[str, str], log: Path, ready_path: str) -> str:

@@ -17,7 +17,7 @@ import asyncpg
 import psycopg
 import psycopg_pool
 
-from targets.contract import WORLD_SQL, libpq_tcp
+from targets.contract import TOO_MANY_MESSAGES, WORLD_SQL, libpq_tcp
 
 WORLD_QUERY = WORLD_SQL.format(id="$1")
 SHUTDOWN_INSERT = "INSERT INTO shutdown_log (target, pid) VALUES ($1, $2)"
@@ -289,10 +289,6 @@ class PsycopgDriver(Driver):
 
     def create_pool(self, dsn: str, min_size: int, max_size: int) -> Pool:
         return PsycopgPool(self, dsn, min_size, max_size)
-
-
-# libpq reports a refused connection without its SQLSTATE; these server messages are 53300's.
-TOO_MANY_MESSAGES = ("too many clients already", "remaining connection slots are reserved")
 
 
 def sqlstate_of(exc: BaseException) -> str | None:
