@@ -50,12 +50,13 @@ MANIFEST = "family.toml"
 STAMP = ".connbench-build.json"
 TOP_KEYS = {"description", "runtime", "driver", "requires", "build", "serve", "strategies", "targets", "docker"}
 BUILD_KEYS = {"install", "install_inputs", "inputs", "env", "steps"}
-SERVE_KEYS = {"command", "ca_command", "workers", "app"}
+SERVE_KEYS = {"command", "ca_command", "workers", "app", "exit_grace_s"}
 DOCKER_KEYS = {"stage"}
 # Set by connbench while its PostgreSQL speaks TLS: the PEM file of the throw-away certificate (named
 # server.crt, in a folder of its own). A family whose client verifies certificates has no `sslmode=require`
 # without verification, so its `ca_command` (with `{ca_dir}`: that folder) trusts the certificate instead.
 DB_CA_ENV = "CONNBENCH_DB_CA"
+DEFAULT_EXIT_GRACE_S = 30.0
 STRATEGY_KEYS = {"summary", "session_per_request", "via_pgbouncer", "driver"}
 
 
@@ -76,6 +77,7 @@ class Family:
     ca_command: tuple[str, ...]  # the command while DB_CA_ENV is set (empty: `command` then too)
     app: str  # "module:factory" of an ASGI app `connbench serve` runs with uvicorn (empty: `command`)
     workers: bool  # the command serves CONNBENCH_WORKERS processes itself
+    exit_grace_s: float  # after a cell's load, how long SIGTERM may take before SIGKILL (its exit hook's time)
     docker_stage: str  # the stage of targets/Dockerfile whose image runs the family's targets ("": none)
     targets: tuple[Target, ...]
 
@@ -137,6 +139,9 @@ def load_family(path: Path) -> Family:
     if ("command" in serve) == ("app" in serve):
         raise ValueError(f"{where}: [serve] needs a command or an app (one of them)")
     name, driver = path.name, str(data.get("driver", data.get("runtime", path.name)))
+    grace = serve.get("exit_grace_s", DEFAULT_EXIT_GRACE_S)
+    if not isinstance(grace, int | float) or isinstance(grace, bool) or grace <= 0:
+        raise ValueError(f"{where} [serve]: key 'exit_grace_s' must be a number of seconds > 0, got {grace!r}")
     targets = _manifest_targets(where, name, driver, data)
     if not targets:
         raise ValueError(f"{where}: no [strategies.<name>] table")
@@ -156,6 +161,7 @@ def load_family(path: Path) -> Family:
         ca_command=_strings(where, "ca_command", serve.get("ca_command", [])),
         app=str(serve.get("app", "")),
         workers=bool(serve.get("workers", False)),
+        exit_grace_s=float(grace),
         docker_stage=str(docker.get("stage", "")),
         targets=tuple(targets),
     )
@@ -168,6 +174,12 @@ def discover(root: Path = ROOT) -> dict[str, Family]:
 
 
 FAMILIES: dict[str, Family] = discover()
+
+
+def exit_grace_s(target: Target) -> float:
+    """How long a target may take to exit on SIGTERM once its load is over (a user's target: the default)."""
+    family = FAMILIES.get(target.family)
+    return family.exit_grace_s if family else DEFAULT_EXIT_GRACE_S
 
 
 def target(target_id: str) -> Target:

@@ -15,7 +15,16 @@ from collections.abc import Iterator
 import pytest
 
 from benchmarks.stack.pgbouncer import PgBouncer, missing_reason
-from benchmarks.stack.postgres import EmbeddedPostgres
+from benchmarks.stack.postgres import EmbeddedPostgres, find_bindir, seeded_cluster
+
+
+@pytest.fixture(scope="session", autouse=True)
+def seeded(request: pytest.FixtureRequest) -> None:
+    """The seeded cluster every PostgreSQL of the session copies, made first: the `connbench` commands the tests
+    start inherit it (CONNBENCH_PG_SEED) instead of each running initdb and the seed. The fast lane (tests/unit)
+    starts no PostgreSQL."""
+    if any("unit" not in item.path.parent.parts for item in request.session.items):
+        seeded_cluster(find_bindir())
 
 
 @pytest.fixture(scope="session")

@@ -1,26 +1,23 @@
-"""Where a request's time goes (acquire vs query in /stats), swept target settings, and the pool-size and
-slow-work scenarios on a real stack."""
+"""Where a request's time goes (acquire vs query in /stats; every target's own histograms are checked with its
+contract, tests/test_targets.py), swept target settings, and the pool-size and slow-work scenarios on a real
+stack."""
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import start_target
 
 from benchmarks.errors import ConnbenchError
 from benchmarks.load.targetstats import conn_wanted, timing_columns, window_histogram
 from benchmarks.results import data as R
 from benchmarks.run.cells import Cell, plan
 from benchmarks.run.scenario import load_profile, parse_scenario
-from benchmarks.stack.pgbouncer import choose_targets
 from targets.python.timing import Histogram
 from targets.registry import TARGETS
 
-RUNNABLE, SKIPPED = choose_targets()
 SMOKE_TARGET = "pool-eager-asyncpg"
 
 
@@ -88,29 +85,6 @@ def test_sweep_typos_are_one_line_errors(tmp_path: Path, text: str, fragment: st
     path.write_text(text + "[profiles.smoke]\n")
     with pytest.raises(ConnbenchError, match=fragment.replace("[", r"\[").replace(".", r"\.")):
         parse_scenario(path, "smoke")
-
-
-# -- every target: the timing contract and the slow work -----------------------------------------------
-@pytest.mark.parametrize("target_id", list(TARGETS))
-def test_every_target_reports_acquire_and_query_times(target_id: str, dsn_for) -> None:
-    if target_id in SKIPPED:
-        pytest.skip(SKIPPED[target_id])
-    with start_target(target_id, dsn_for(target_id)) as t:
-        for hold in ("1", "0"):
-            for _ in range(3):  # edge-global-asyncpg fails every other request (a client from a gone loop)
-                asked = time.monotonic()
-                r = t.get(f"/db?work_ms=150&hold={hold}")
-                if r.status_code == 200:
-                    break
-            assert r.status_code == 200, r.text
-            assert time.monotonic() - asked >= 0.15, f"hold={hold}: the slow work was not done"
-        assert t.get("/db?work_ms=soon").status_code == 400
-        stats = t.stats()
-        for key in ("acquire_ms", "query_ms"):
-            hist = stats[key]
-            assert isinstance(hist, dict) and hist, (key, stats)
-            assert all(float(b) >= 0 and isinstance(n, int) and n > 0 for b, n in hist.items()), hist
-            assert 2 <= sum(hist.values()) <= stats["requests"], (key, hist, stats["requests"])
 
 
 # -- the scenarios on the embedded stack ---------------------------------------------------------------

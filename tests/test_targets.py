@@ -84,7 +84,7 @@ def wait_no_target_connections(pg: EmbeddedPostgres) -> None:
     wait_until(lambda: count_by_database(pg.admin_dsn) == 0, 30, what="an empty connbench database")
 
 
-# -- the HTTP contract, every target -------------------------------------------------------------------
+# -- the HTTP contract, every target (and where its requests' time goes: acquire and query) ------------
 @pytest.mark.parametrize("target_id", list(TARGETS))
 def test_every_target_serves_the_contract(target_id: str, dsn_for) -> None:
     target = TARGETS[target_id]
@@ -113,6 +113,23 @@ def test_every_target_serves_the_contract(target_id: str, dsn_for) -> None:
         if target.strategy in ("pool-eager", "pool-lazy"):
             assert {"pool_size", "pool_idle", "pool_max"} <= set(stats["pool"])
             assert stats["pool"]["pool_max"] == int(SETTINGS["pool_max"].default)
+
+        # where a request's time goes: the slow work held with the connection or not, acquire and query times
+        for hold in ("1", "0"):
+            for _ in range(3):  # edge-global-asyncpg fails every other request (a client from a gone loop)
+                asked = time.monotonic()
+                r = t.get(f"/db?work_ms=150&hold={hold}")
+                if r.status_code == 200:
+                    break
+            assert r.status_code == 200, r.text
+            assert time.monotonic() - asked >= 0.15, f"hold={hold}: the slow work was not done"
+        assert t.get("/db?work_ms=soon").status_code == 400
+        stats = t.stats()
+        for key in ("acquire_ms", "query_ms"):
+            hist = stats[key]
+            assert isinstance(hist, dict) and hist, (key, stats)
+            assert all(float(b) >= 0 and isinstance(n, int) and n > 0 for b, n in hist.items()), hist
+            assert 2 <= sum(hist.values()) <= stats["requests"], (key, hist, stats["requests"])
 
 
 # -- global: one shared connection ---------------------------------------------------------------------

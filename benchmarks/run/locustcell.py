@@ -60,6 +60,7 @@ from benchmarks.stack.pgbouncer import PgBouncer
 from benchmarks.stack.procs import die_with_parent, free_port, stop_process
 from benchmarks.stack.targetproc import start_target, wait_ready
 from targets.contract import TOO_MANY_MESSAGES, Settings
+from targets.families import exit_grace_s
 from targets.registry import get_target
 from targets.yours import child_env, running_url
 
@@ -191,8 +192,8 @@ def run_locust_cell(kind: LocustKind, cell: Cell, ctx: CellContext) -> CellResul
     stats_start = window.stop()
     (raw / "stats.json").write_text(json.dumps({"measure_start": stats_start, "end": stats}, indent=1) + "\n")
     row.update(timing_columns(stats_start, stats), conn_wanted=conn_wanted(sc.workers, stats, stats_start))
-    # Behind a silent drop a target's requests (and so its exit) may hang on dead connections: 5 s, not 30.
-    target_exit = stop_process(proc, signal.SIGTERM, 5 if sc.idle_drop_s else 30)
+    # Behind a silent drop a target's requests (and so its exit) may hang on dead connections: 1 s, not 30.
+    target_exit = stop_process(proc, signal.SIGTERM, 1 if sc.idle_drop_s else exit_grace_s(target))
     with contextlib.suppress(Exception), contextlib.closing(open_monitor(pg.admin_dsn)) as mon:
         row["sessions_opened"] = poll_sessions(mon, pg.dbname) - sessions_before
     row["target_exit"] = target_exit

@@ -23,6 +23,7 @@ import psycopg
 
 from benchmarks.load.sampler import open_monitor, poll_connections
 from benchmarks.stack.procs import free_port, log_tail, stop_process
+from targets.families import exit_grace_s
 from targets.registry import TARGETS, Target, get_target
 from targets.yours import UserTarget, running_url
 
@@ -112,7 +113,7 @@ def verify_target(target_id: str, pg: Any, net: Any, pooler: str, log_dir: Path)
             return f"it {how} on start: " + log_tail(log, 3).replace("\n", " | ")
         return verify_url(target, url, pg.admin_dsn, dbname)
     finally:
-        stop_process(proc, signal.SIGTERM, 15)
+        stop_process(proc, signal.SIGTERM, min(15, exit_grace_s(target)))
 
 
 def verify_targets(

@@ -8,12 +8,21 @@ the sampler working at the connection cap and `pg_stat_database.sessions` of `co
 Closed by default, as a production server: every connection, TCP or Unix socket, authenticates with
 scram-sha-256 and a password generated for this cluster (one for `connbench`, another for `postgres`), which
 only the DSNs carry. With `tls=True` the server also speaks TLS with a throw-away self-signed certificate.
+
+initdb and the seed run once per process tree: every cluster is a copy of one stopped, seeded cluster that
+then gets its own passwords (about 0.3 s against 2 s; see seeded_cluster). A run starts one cluster per server
+configuration, and the tests start dozens.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import functools
 import glob
+import hashlib
 import importlib.util
+import json
 import os
 import secrets
 import shutil
@@ -23,6 +32,7 @@ import time
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from benchmarks.errors import ConnbenchError
 from benchmarks.stack.procs import (
@@ -182,10 +192,47 @@ class EmbeddedPostgres(Managed):
         return subprocess.run(args, capture_output=True, text=True, cwd=self.dir, **service_ids())
 
     def start(self) -> None:
-        """initdb (first time only), launch the server, wait until it answers, seed (first time only)."""
+        """The first time: a copy of the seeded cluster (see seeded_cluster) that gets this cluster's own
+        passwords; then launch the server and wait until it answers."""
+        if self.dir is None:
+            seed = seeded_cluster(self.bindir)
+            self.dir = make_service_dir("connbench-pg-")
+            # cp -a keeps the service user's ownership and the data directory's mode 0700
+            out = subprocess.run(["cp", "-a", str(seed / "data"), str(self.dir)], capture_output=True, text=True)
+            if out.returncode != 0:
+                raise ConnbenchError(f"could not copy the seeded cluster: {out.stderr.strip()}")
+            if self.tls:
+                self._make_certificate()
+                os.environ[DB_CA_ENV] = str(self.tls_files[0])  # inherited by every target connbench starts
+            self._set_passwords()
+            return
+        self._launch()
+
+    def _set_passwords(self) -> None:
+        """Give a copied cluster this cluster's passwords: started with pg_hba.conf letting only the superuser in,
+        and only through the Unix socket in the cluster's directory (mode 0700: the service user's and root's),
+        then closed again (scram-sha-256 for every connection) and reloaded."""
+        assert self.dir is not None
+        hba = self.dir / "data" / "pg_hba.conf"
+        closed = hba.read_text()
+        if self.also_listen:
+            closed += f"host all all {self.also_listen[1]}/32 scram-sha-256\n"
+        hba.write_text("local all postgres trust\n")
+        self._launch(wait=False)
+        socket = f"host={self.dir} port={self.port} user=postgres dbname=postgres"
+        self._wait_ready(socket)
+        with psycopg.connect(socket, autocommit=True, application_name="connbench:harness") as conn:
+            for role, password in (("postgres", self.admin_password), (DB_USER, self.password)):
+                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+            hba.write_text(closed)
+            conn.execute("SELECT pg_reload_conf()")
+        self._wait_ready()  # TCP, with the password: once the reload has taken the closed pg_hba.conf
+
+    def _init(self) -> None:
+        """initdb and the seed: a new cluster, the one seeded_cluster keeps."""
         first = self.dir is None
         if first:
-            self.dir = make_service_dir("connbench-pg-")
+            self.dir = make_service_dir("connbench-pg-seed-")
             pwfile = self.dir / "pwfile"
             pwfile.touch(mode=0o600)
             pwfile.write_text(self.admin_password + "\n")
@@ -199,17 +246,11 @@ class EmbeddedPostgres(Managed):
             pwfile.unlink()
             if out.returncode != 0:
                 raise ConnbenchError(f"initdb failed: {(out.stderr or out.stdout).strip().splitlines()[-1]}")
-            if self.also_listen:
-                with open(self.dir / "data" / "pg_hba.conf", "a") as hba:
-                    hba.write(f"host all all {self.also_listen[1]}/32 scram-sha-256\n")
-            if self.tls:
-                self._make_certificate()
-                os.environ[DB_CA_ENV] = str(self.tls_files[0])  # inherited by every target connbench starts
         self._launch()
         if first:
             self._seed()
 
-    def _launch(self) -> None:
+    def _launch(self, wait: bool = True) -> None:
         assert self.dir is not None
         args = [str(self.bindir / "postgres"), "-D", str(self.dir / "data"), "-p", str(self.port),
                 "-c", f"unix_socket_directories={self.dir}"]  # fmt: skip
@@ -229,9 +270,10 @@ class EmbeddedPostgres(Managed):
                 preexec_fn=die_with_parent(signal.SIGQUIT),
                 **service_ids(),  # immediate shutdown if connbench dies
             )
-        self._wait_ready()
+        if wait:
+            self._wait_ready()
 
-    def _wait_ready(self, timeout: float = 30.0) -> None:
+    def _wait_ready(self, dsn: str | None = None, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc is not None
@@ -240,10 +282,10 @@ class EmbeddedPostgres(Managed):
                     f"PostgreSQL failed to start (exit {self.proc.returncode}); log:\n" + log_tail(self.log_path)
                 )
             try:
-                with psycopg.connect(self.admin_dsn, connect_timeout=2, application_name="connbench:harness"):
+                with psycopg.connect(dsn or self.admin_dsn, connect_timeout=2, application_name="connbench:harness"):
                     return
             except psycopg.OperationalError:
-                time.sleep(0.1)
+                time.sleep(0.02)
         raise ConnbenchError(
             f"PostgreSQL did not accept connections in {timeout:.0f} s; log:\n{log_tail(self.log_path)}"
         )
@@ -302,3 +344,28 @@ class EmbeddedPostgres(Managed):
 
     def version(self) -> str:
         return server_version(self.bindir)
+
+
+SEED_ENV = "CONNBENCH_PG_SEED"  # the seeded cluster of the connbench process that made it, for its children
+
+
+@functools.cache
+def seeded_cluster(bindir: Path) -> Path:
+    """A stopped cluster with the seed, which every cluster copies: initdb and the seed run once per process
+    tree. The first process to need one makes it, removes it at exit (after a crash, the next connbench
+    process reclaims it: make_temp_dir) and names it in SEED_ENV, so that the connbench commands it starts
+    (the tests start dozens) copy it too. A copy's passwords are its own (EmbeddedPostgres._set_passwords)."""
+    stamp = {"server": server_version(bindir), "init_sql": hashlib.sha256(INIT_SQL.read_bytes()).hexdigest()}
+    inherited = os.environ.get(SEED_ENV)
+    if inherited:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads((Path(inherited) / "seed.json").read_text()) == stamp:
+                return Path(inherited)
+    seed = EmbeddedPostgres()
+    atexit.register(seed.cleanup)
+    seed._init()
+    seed.stop("fast")
+    assert seed.dir is not None
+    (seed.dir / "seed.json").write_text(json.dumps(stamp))
+    os.environ[SEED_ENV] = str(seed.dir)
+    return seed.dir
