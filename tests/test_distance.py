@@ -174,8 +174,9 @@ def test_smoke_run_across_a_distance(tmp_path: Path) -> None:
     assert manifest["path_override"] == [[0, 10], [True], None]
     assert manifest["scenarios"]["distance"]["rtt_ms"] == [0, 10]
     p50 = summary.set_index(["strategy", "rtt_ms"])["latency_p50_ms"]
-    # per-request pays the distance on every connect (TCP 1 + TLS 3 + scram 3) and query: far more than 3x
-    assert p50["per-request", 10] >= 3 * p50["per-request", 0], p50
+    # per-request pays the distance on every connect (TCP 1 + TLS 3 + scram 3) and query: 8 round trips of 10 ms
+    # (a difference, not a ratio: a busy machine slows both cells, and the relay's 10 ms per round trip is a floor)
+    assert p50["per-request", 10] - p50["per-request", 0] >= 50, p50
     # a pool pays it once per query: about one round trip more (wide margins)
     grown = p50["pool-eager", 10] - p50["pool-eager", 0]
     assert 5 <= grown <= 30, p50

@@ -114,11 +114,15 @@ def conn_cap(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_conn_cap_an_eager_pool_that_does_not_fit_takes_its_replica_down(conn_cap: Path) -> None:
     """An outcome, not a broken measurement: three uvicorn workers' eager pools of 10 want 30 of the 17 slots,
-    a worker meets 53300 opening its pool at start-up, and uvicorn stops the whole target."""
+    a worker meets 53300 opening its pool at start-up, and uvicorn stops the whole target. When that stop comes
+    before any worker has answered /ready (a race between the workers' start-ups, lost on a busy machine), the cell
+    ends as a target that failed to start, set aside as invalid with its log's last lines."""
     row = summary(conn_cap).loc["pool-eager-asyncpg"]
-    assert row["valid"], row["invalid_reason"]
     (log,) = conn_cap.glob("raw/conn-cap.pool-eager-asyncpg.*/target.log")
     assert "TooManyConnectionsError" in log.read_text()  # a worker met the cap opening its pool at start-up
+    if not row["valid"]:
+        assert row["invalid_reason"].startswith("target failed to start"), row["invalid_reason"]
+        return
     # uvicorn then stops the target, mostly within the load window: its cell is marked and still valid (when
     # the stop comes after the window, the surviving worker served the whole load without a failure)
     gone = "ConnectionRefusedError" in json.loads(row["errors"])

@@ -32,20 +32,50 @@ IN_SMOKE_PROFILE = [t for t in THROUGH_LOCUST if {sc.name: sc for sc in load_pro
 OWN = [t for t in THROUGH_LOCUST if t not in IN_SMOKE_PROFILE]
 
 
+@dataclasses.dataclass
+class Interrupted:
+    """What a Ctrl-C in the middle of the run left, read before it was resumed."""
+
+    returncode: int | None
+    stderr: str
+    alive: list[psutil.Process]  # its processes still running 10 s after it exited
+    leftovers: set[str]  # temporary folders it left
+    manifest: dict
+    kept: pd.DataFrame  # its summary.csv
+
+
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess, set[str]]:
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess, set[str], Interrupted]:
     """The smoke profile's steady scenario over every runnable python target and one of each other family that
     the session's smoke profile run leaves out, named (the baseline is that run's too,
-    test_smoke_profile_run_has_its_baseline)."""
+    test_smoke_profile_run_has_its_baseline): interrupted with Ctrl-C once its second cell runs, then resumed."""
     out = tmp_path_factory.mktemp("smoke") / "run"
     before = temp_dirs()
-    proc = run_connbench("run", "--profile", "smoke", "--scenarios", "steady", "--targets", ",".join(OWN),
-                         "--out", str(out), "--no-report", "--no-baseline", timeout=900)  # fmt: skip
-    return out, proc, temp_dirs() - before
+    proc = subprocess.Popen(
+        [*CONNBENCH, "run", "--profile", "smoke", "--scenarios", "steady", "--targets", ",".join(OWN),
+         "--out", str(out), "--no-report", "--no-baseline"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
+        preexec_fn=sigint_default,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: (out / "summary.csv").exists(), timeout=120, what="the first cell")
+        wait_until(lambda: len(_children(proc.pid)) >= 3, timeout=60, what="the second cell's processes")
+        kids = _children(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    _, alive = psutil.wait_procs(kids, timeout=10)
+    manifest = json.loads((out / "manifest.json").read_text())
+    interrupted = Interrupted(proc.returncode, err, alive, temp_dirs() - before, manifest,
+                              pd.read_csv(out / "summary.csv"))  # fmt: skip
+    resumed = run_connbench("run", "--resume", str(out), "--no-report", timeout=900)
+    return out, resumed, temp_dirs() - before, interrupted
 
 
 def test_smoke_run_writes_every_file(smoke) -> None:
-    out, proc, leftovers = smoke
+    out, proc, leftovers, _ = smoke
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert not leftovers
     for name in ("manifest.json", "summary.csv", "timeseries.csv"):
@@ -91,7 +121,7 @@ def test_postgres_spends_more_cpu_per_request_on_a_connection_per_request(smoke_
 
 
 def test_smoke_run_numbers_tell_the_strategies_apart(smoke, smoke_run: Path) -> None:
-    out, proc, _ = smoke
+    out, proc, _, _ = smoke
     assert proc.returncode == 0, proc.stderr[-3000:]
     profile = pd.read_csv(smoke_run / "summary.csv")
     profile = profile[(profile["scenario"] == "steady") & profile["target"].isin(IN_SMOKE_PROFILE)]
@@ -136,45 +166,26 @@ def _children(pid: int) -> list[psutil.Process]:
         return []
 
 
-def test_interrupt_keeps_cells_and_resume_finishes(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    targets = "pool-eager-asyncpg,per-request-asyncpg,pool-lazy-psycopg,pool-eager-psycopg,pool-lazy-asyncpg"
-    before = temp_dirs()
-    proc = subprocess.Popen(
-        [*CONNBENCH, "run", "--profile", "smoke", "--scenarios", "steady", "--targets", targets, "--out", str(out),
-         "--no-report", "--no-baseline"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy(),
-        preexec_fn=sigint_default,
-    )  # fmt: skip
-    try:
-        wait_until(lambda: (out / "summary.csv").exists(), timeout=120, what="the first cell")
-        wait_until(lambda: len(_children(proc.pid)) >= 3, timeout=60, what="the second cell's processes")
-        kids = _children(proc.pid)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err[-2000:]
-    assert "--resume" in err
-    gone, alive = psutil.wait_procs(kids, timeout=10)
-    assert not alive, [p.info if hasattr(p, "info") else p.pid for p in alive]
-    assert not (temp_dirs() - before)
-    manifest = json.loads((out / "manifest.json").read_text())
+def test_interrupt_keeps_cells_and_resume_finishes(smoke) -> None:
+    out, resumed, _, interrupted = smoke
+    assert interrupted.returncode == 130, interrupted.stderr[-2000:]
+    assert "--resume" in interrupted.stderr
+    assert not interrupted.alive, [p.pid for p in interrupted.alive]
+    assert not interrupted.leftovers
+    manifest, kept = interrupted.manifest, interrupted.kept
     assert manifest["status"] == "interrupted"
-    kept = pd.read_csv(out / "summary.csv")
-    assert 1 <= len(kept) < 5
+    assert 1 <= len(kept) < len(OWN)
     assert set(manifest["cells_done"]) == set(kept["cell_id"])
-    assert len(manifest["cells_missing"]) == 5 - len(kept)
+    assert len(manifest["cells_missing"]) == len(OWN) - len(kept)
     assert not (out / "raw" / ".partial").exists()
 
-    resumed = run_connbench("run", "--resume", str(out), "--no-report", timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["cells_missing"] == []
     done = pd.read_csv(out / "summary.csv")
-    assert sorted(done["target"]) == sorted(targets.split(","))
+    assert sorted(done["target"]) == sorted(OWN)
     assert done["cell_id"].is_unique
+    assert set(kept["cell_id"]) <= set(done["cell_id"])  # the cells kept at the interrupt stay
 
 
 @pytest.mark.parametrize(

@@ -60,6 +60,14 @@ def check_out(out: Path | None) -> None:
         raise ConnbenchError(f"--out {out} is a file, not a folder")
     if out is not None and out.exists() and any(out.iterdir()):
         raise ConnbenchError(f"{out} exists and is not empty (use --resume {out} to finish an interrupted run)")
+    if out is not None and not out.exists():  # can it be made? Tried now, not after the verify step's targets
+        made = [p for p in (out, *out.parents) if not p.exists()]
+        try:
+            out.mkdir(parents=True)
+        except OSError as exc:
+            raise ConnbenchError(f"cannot write the results folder {out}: {exc.strerror}") from None
+        for path in made:  # deepest first: leave no trace of the probe
+            path.rmdir()
 
 
 def prepare_out(out: Path | None, run_id: str) -> Path:
