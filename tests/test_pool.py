@@ -104,7 +104,9 @@ def test_pool_size_smoke_queues_for_one_connection_not_for_many(smoke: pd.DataFr
     assert [json.loads(p)["pool_max"] for p in s["params"]] == list(s.index)
     smallest, largest = s.iloc[0], s.iloc[-1]
     assert smallest.name == 1 and smallest["conn_peak"] <= 1
-    assert smallest["acquire_p50_ms"] > smallest["query_p50_ms"]  # 64 users queue for one connection
+    # 64 users queue for one connection. asyncpg's pool is a LIFO asyncio queue that lets a new request take a
+    # just-released connection ahead of the woken waiter: the median request may not wait at all, the tail does.
+    assert smallest["acquire_p99_ms"] > 5 * smallest["query_p99_ms"], smallest[["acquire_p99_ms", "query_p99_ms"]]
     assert largest["acquire_p50_ms"] < largest["query_p50_ms"]  # a connection for every user
     assert (s["conn_wanted"] == s.index).all() and (s["conn_slots"] > 0).all()
 

@@ -29,15 +29,18 @@ def _sentence(target: str, g: pd.DataFrame, stop: pd.Series, cores: int | None) 
     if pd.notna(first["acquire_p50_ms"]) and pd.notna(first["query_p50_ms"]):
         text += (
             f"; at pool_max {int(first['pool_max'])} a request waited {fmt.num(first['acquire_p50_ms'], 'ms')} "
-            f"(p50) for its connection, its query took {fmt.num(first['query_p50_ms'], 'ms')}"
+            f"(p50) for its connection"
         )
+        if pd.notna(first["acquire_p99_ms"]):
+            text += f", {fmt.num(first['acquire_p99_ms'], 'ms')} (p99)"
+        text += f", its query took {fmt.num(first['query_p50_ms'], 'ms')}"
     if g["repeats"].max() < 2:
         text += f" (one run per size: steps under {SMALL_RATIO - 1:.0%} cannot be told from noise)"
     return text + "."
 
 
 def sentences(run: RunData) -> list[str]:
-    agg = sweep_aggregate(run, SCENARIO, ["rps", "latency_p99_ms", "acquire_p50_ms", "query_p50_ms"])
+    agg = sweep_aggregate(run, SCENARIO, ["rps", "latency_p99_ms", "acquire_p50_ms", "acquire_p99_ms", "query_p50_ms"])
     if agg.empty:
         return distance_sentences(run)
     cores = int(run.cores) if isinstance(run.cores, int | float) else None
