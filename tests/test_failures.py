@@ -163,8 +163,8 @@ def test_a_frozen_pool_holds_its_connections_until_idle_session_timeout(smoke_ru
     seen = events(smoke_run, row.cell_id)
     assert {"freeze", "thaw"} <= set(seen)
     assert row.conn_peak >= 20  # the two processes' pool-eager pools (2 × 10), open when they were frozen
-    # PostgreSQL held them until idle_session_timeout (2 s) ended them, before the thaw 3.4 s after the freeze
-    assert 0.3 <= row.release_s <= 3.4, row.release_s
+    # PostgreSQL held them until idle_session_timeout (4 s) ended them, before the thaw 5.4 s after the freeze
+    assert 0.3 <= row.release_s <= 5.4, row.release_s
     # meanwhile a new instance found 2 of the role's 22 connections for its pool of 10: PostgreSQL refused it
     # (53300) and its eager pool took it down; the one started after the timeout served every request
     instances = [e for e in seen if e.startswith("instance:")]
