@@ -82,6 +82,18 @@ class Stack:
             )
         return out
 
+    def state(self, service: str) -> str:
+        """`ps` of the stack and the service's last log lines: what a failed request to it is read with."""
+        ps = self.compose("ps", check=False).stdout
+        logs = self.compose("logs", "--tail", "40", service, check=False)
+        return f"{ps}\n{logs.stdout[-4000:]}{logs.stderr[-2000:]}"
+
+    def get(self, service: str, url: str, timeout: float = 30) -> httpx.Response:
+        try:
+            return httpx.get(url, timeout=timeout)
+        except httpx.HTTPError as exc:
+            raise AssertionError(f"{service}: {exc!r}\n{self.state(service)}") from exc
+
     @property
     def web_url(self) -> str:
         return f"http://127.0.0.1:{self.env['LOCUST_WEB_PORT']}"
@@ -170,7 +182,7 @@ def test_every_target_answers_db_through_its_published_port(stack):
     # Runs before the web UI's load: after it, edge-global's client belongs to an event loop that is gone,
     # worker-global fails every second request, and the leaky targets have filled the connection cap.
     for tid in TARGETS:
-        r = httpx.get(f"http://127.0.0.1:{compose.host_port(tid)}/db", timeout=30)
+        r = stack.get(tid, f"http://127.0.0.1:{compose.host_port(tid)}/db")
         assert r.status_code == 200, f"{tid}: {r.status_code} {r.text}"
         row = r.json()
         assert set(row) == {"id", "randomNumber"} and 1 <= row["id"] <= 10_000, (tid, row)
@@ -178,7 +190,7 @@ def test_every_target_answers_db_through_its_published_port(stack):
 
 
 def test_the_forms_defaults_load_every_target_and_the_panel_charts_them(stack, tmp_path):
-    page = httpx.get(stack.web_url + "/", timeout=10)
+    page = stack.get("locust", stack.web_url + "/", timeout=10)
     assert page.status_code == 200 and "connbench-panel-link" in page.text
     panel = httpx.get(stack.web_url + "/connbench/connections", timeout=10).json()
     assert panel["db_up"] and [row["target"] for row in panel["targets"]] == list(TARGETS)

@@ -16,6 +16,7 @@ One Recorder per Locust process (`RECORDER`): Locust's users and event listeners
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,43 +91,72 @@ def _percentiles(times: dict, count: int) -> dict[str, float | None]:
 
 
 def write_history(environment: Any, plan: LoadPlan, rec: Recorder = RECORDER) -> None:
-    """Every second: users, requests and failures in that second and its latency percentiles. At the end of
-    the warm-up, Locust's statistics are reset and `measure_start` is written."""
+    """Every second: users, requests and failures in that second and its latency percentiles. When the warm-up
+    ends (mid-second too: a 0.5 s warm-up must not cost the window the rest of its second), Locust's statistics
+    are reset and `measure_start` is written; that second's row adds the warm-up's part to what follows."""
     out = Path(plan.out)
     stats = environment.runner.stats
     prev_times: dict = {}
     prev_req = prev_fail = 0
     prev_open = dict(rec.open)
+    carry = _Carry()
     reset_done = plan.warmup <= 0
     start = time.time()
+    warm_end = start + plan.warmup
+    tick = start
     with open(out / "history.jsonl", "a") as fh:
         while True:
-            gevent.sleep(1.0 - (time.time() - start) % 1.0)
-            now = time.time()
-            if not reset_done and now - start >= plan.warmup:
-                rec.warmup_requests = stats.total.num_requests
-                rec.warmup_failures = stats.total.num_failures
+            # the next whole second after the last row's (a late wake-up skips the seconds it missed)
+            tick = max(tick + 1.0, start + math.floor(time.time() - start) + 1.0)
+            if not reset_done and warm_end <= tick:
+                gevent.sleep(max(0.0, warm_end - time.time()))
+                total = stats.total
+                times = dict(total.response_times)
+                carry = _Carry(
+                    warm_end - (tick - 1.0),
+                    total.num_requests - prev_req,
+                    total.num_failures - prev_fail,
+                    diff_response_time_dicts(times, prev_times),
+                    {k: rec.open[k] - prev_open[k] for k in OPEN_KEYS},
+                )
+                rec.warmup_requests = total.num_requests
+                rec.warmup_failures = total.num_failures
                 stats.reset_all()
                 rec.open = _zero_open()
                 reset_done = True
                 prev_times, prev_req, prev_fail = {}, 0, 0
                 prev_open = dict(rec.open)
-                (out / "measure_start").write_text(repr(now))
+                (out / "measure_start").write_text(repr(time.time()))
+            gevent.sleep(max(0.0, tick - time.time()))
             total = stats.total
             times = dict(total.response_times)
             new_times = diff_response_time_dicts(times, prev_times)
+            for bucket, n in carry.times.items():
+                new_times[bucket] = new_times.get(bucket, 0) + n
             row = {
-                "t": now,
+                "t": time.time(),
                 "users": environment.runner.user_count,
-                "requests": total.num_requests - prev_req,
-                "failures": total.num_failures - prev_fail,
-                "phase": "measure" if reset_done else "warmup",
+                "requests": total.num_requests - prev_req + carry.requests,
+                "failures": total.num_failures - prev_fail + carry.failures,
+                "phase": "measure" if reset_done and carry.seconds < 0.5 else "warmup",  # most of the second
                 **_percentiles(new_times, sum(new_times.values())),
-                **{k: rec.open[k] - prev_open[k] for k in OPEN_KEYS},
+                **{k: rec.open[k] - prev_open[k] + carry.open.get(k, 0) for k in OPEN_KEYS},
             }
             fh.write(json.dumps(row) + "\n")
             fh.flush()
             prev_times, prev_req, prev_fail, prev_open = times, total.num_requests, total.num_failures, dict(rec.open)
+            carry = _Carry()
+
+
+@dataclass
+class _Carry:
+    """The warm-up's part of the second in which the statistics were reset."""
+
+    seconds: float = 0.0
+    requests: int = 0
+    failures: int = 0
+    times: dict = field(default_factory=dict)
+    open: dict[str, int] = field(default_factory=dict)
 
 
 def write_final(environment: Any, plan: LoadPlan, rec: Recorder = RECORDER) -> None:

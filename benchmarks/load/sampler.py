@@ -58,9 +58,21 @@ def backend_memory_mb(conn: psycopg.Connection, key: str, dbname: str = "connben
     return round(sum(sizes) / len(sizes), 2) if sizes else None
 
 
-def open_monitor(admin_dsn: str) -> psycopg.Connection:
-    """A sampler connection: autocommit and no stats snapshot, so every poll reads fresh counters."""
-    conn = psycopg.connect(admin_dsn, autocommit=True, application_name=SAMPLER_APP, connect_timeout=5)
+def open_monitor(admin_dsn: str, wait_s: float = 10.0) -> psycopg.Connection:
+    """A sampler connection: autocommit and no stats snapshot, so every poll reads fresh counters.
+
+    Under a lowered max_connections the previous cell's backends may still be exiting when the next cell
+    starts (a leaky target's dozen sessions end only as its process goes): PostgreSQL's "too many clients"
+    is retried for `wait_s`, any other error raised at once."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            conn = psycopg.connect(admin_dsn, autocommit=True, application_name=SAMPLER_APP, connect_timeout=5)
+            break
+        except psycopg.OperationalError as exc:
+            if "too many clients" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     conn.execute("SET stats_fetch_consistency = none")
     return conn
 
