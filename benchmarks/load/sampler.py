@@ -17,6 +17,8 @@ from typing import Any
 import psutil
 import psycopg
 
+from targets.contract import TOO_MANY_MESSAGES
+
 SAMPLER_APP = "connbench:sampler"
 # Every client of the database but the sampler, by application_name and role: a target is counted under its
 # application_name (`connbench:<id>`, or what a user's service sets) or, for a user's service recognised by its
@@ -62,15 +64,15 @@ def open_monitor(admin_dsn: str, wait_s: float = 10.0) -> psycopg.Connection:
     """A sampler connection: autocommit and no stats snapshot, so every poll reads fresh counters.
 
     Under a lowered max_connections the previous cell's backends may still be exiting when the next cell
-    starts (a leaky target's dozen sessions end only as its process goes): PostgreSQL's "too many clients"
-    is retried for `wait_s`, any other error raised at once."""
+    starts (a leaky target's dozen sessions end only as its process goes): PostgreSQL's refusals for lack of
+    slots (TOO_MANY_MESSAGES) are retried for `wait_s`, any other error raised at once."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
             conn = psycopg.connect(admin_dsn, autocommit=True, application_name=SAMPLER_APP, connect_timeout=5)
             break
         except psycopg.OperationalError as exc:
-            if "too many clients" not in str(exc) or time.monotonic() > deadline:
+            if not any(m in str(exc) for m in TOO_MANY_MESSAGES) or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
     conn.execute("SET stats_fetch_consistency = none")
