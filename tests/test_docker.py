@@ -88,6 +88,22 @@ class Stack:
         logs = self.compose("logs", "--tail", "40", service, check=False)
         return f"{ps}\n{logs.stdout[-4000:]}{logs.stderr[-2000:]}"
 
+    def up(self) -> None:
+        """`up -d`; when it fails, the stack's `ps` and the last log lines of every container that stopped."""
+        out = self.compose("up", "-d", timeout=900, check=False)
+        if out.returncode == 0:
+            return
+        label = f"label=com.docker.compose.project={self.project}"
+        stopped = subprocess.run(
+            ["docker", "ps", "-a", "-q", "--filter", label, "--filter", "status=exited"], capture_output=True, text=True
+        ).stdout.split()
+        logs = []
+        for container in stopped:
+            log = subprocess.run(["docker", "logs", "--tail", "20", container], capture_output=True, text=True)
+            logs.append(f"== stopped container {container}:\n{log.stdout}{log.stderr}")
+        ps = self.compose("ps", check=False).stdout
+        raise AssertionError(f"up -d exited {out.returncode}:\n{out.stderr[-3000:]}\n{ps}\n" + "\n".join(logs))
+
     def get(self, service: str, url: str, timeout: float = 30) -> httpx.Response:
         try:
             return httpx.get(url, timeout=timeout)
@@ -141,7 +157,7 @@ def stack(base_image, tmp_path_factory) -> Iterator[Stack]:
         # The base image and the layers stay cached between runs; v1's classic builder would keep the
         # container of a failed step without --force-rm.
         st.compose("build", *(["--force-rm"] if compose_command() == ["docker-compose"] else []), timeout=1800)
-        st.compose("up", "-d", timeout=900)
+        st.up()
         yield st
     finally:
         st.compose("down", "-v", "--remove-orphans", "--timeout", "20", timeout=300, check=False)

@@ -40,7 +40,9 @@ from helpers import (
     wait_until,
 )
 
+from benchmarks.errors import ConnbenchError
 from benchmarks.stack.postgres import EmbeddedPostgres
+from benchmarks.stack.serve import probe
 from targets.contract import SETTINGS, Settings
 from targets.python.strategies import build_strategy
 from targets.registry import TARGETS
@@ -451,6 +453,20 @@ def test_serve_unreachable_dsn() -> None:
     out = run_connbench("serve", "per-request-asyncpg", "--port", str(free_port()),
                         "--dsn", f"postgresql://connbench@127.0.0.1:{closed}/connbench")  # fmt: skip
     assert_one_line_error(out, "cannot reach PostgreSQL")
+
+
+def test_serve_waits_for_a_postgres_slow_to_answer_then_fails_in_one_line(capsys) -> None:
+    """A server that accepts and never answers (as one swamped by a whole stack starting) is tried again,
+    with a line saying so, until the probe's patience runs out; then one line names the timeout."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        dsn = f"postgresql://connbench:secret@127.0.0.1:{silent.getsockname()[1]}/connbench"
+        with pytest.raises(ConnbenchError, match="cannot reach PostgreSQL .*connection timeout expired") as err:
+            probe(dsn, patience_s=2.5, connect_timeout_s=2)
+    waits = capsys.readouterr().err.strip().splitlines()
+    assert len(waits) == 1 and waits[0].startswith("connbench: waiting for PostgreSQL at"), waits
+    assert "secret" not in waits[0] and "secret" not in str(err.value)
 
 
 def test_serve_port_in_use(pg: EmbeddedPostgres) -> None:

@@ -248,8 +248,13 @@ class PsycopgPool(Pool):
         )
 
     async def open(self, wait: bool) -> None:
-        # Filling the pool is connecting: a short pool_timeout (how long a request may queue) must not fail it.
-        await self.raw.open(wait=wait, timeout=max(self.driver.pool_timeout, self.driver.connect_timeout))
+        # Filling the pool is connecting, so a short pool_timeout (how long a request may queue) must not fail
+        # it, and each connection gets connect_timeout, as asyncpg's create_pool gives each of the ones it
+        # opens all at once. psycopg_pool opens them num_workers (3) at a time: an eager pool of 10 fills in 4
+        # rounds, which a whole Docker stack starting on 2 cores can stretch past one connect_timeout.
+        rounds = -(-self.raw.min_size // self.raw.num_workers)
+        fill = max(self.driver.pool_timeout, self.driver.connect_timeout * max(rounds, 1))
+        await self.raw.open(wait=wait, timeout=fill)
 
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[Conn]:
