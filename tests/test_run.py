@@ -155,7 +155,9 @@ def test_load_workers_count_every_request(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = pd.read_csv(out / "summary.csv").iloc[0]
-    assert row["valid"] and row["locust_requests"] > 100
+    # How many depends on the machine's speed (100 in 1 s on a busy one). The workers report every 3 s, so
+    # after 1 s of load every request is in their last reports: any count that agrees with the target's counts them.
+    assert row["valid"] and row["locust_requests"] > 0
     assert row["counts_agree"], row[["locust_requests", "target_requests", "sessions_opened"]]
 
 
