@@ -265,6 +265,18 @@ def build(family: Family, force: bool = False) -> str | None:
     return error
 
 
+def build_all(names: list[str], force: bool = False) -> int:
+    """Build the families named (all when none), a line each ("node: ready" or why not); 1 if any failed."""
+    failed = 0
+    for family in FAMILIES.values():
+        if names and family.name not in names:
+            continue
+        reason = build(family, force=force)
+        print(f"{family.name}: {reason or 'ready'}", flush=True)
+        failed += bool(reason)
+    return 1 if failed else 0
+
+
 def _run_steps(family: Family, steps: list[tuple[str, ...]]) -> tuple[str | None, int | None]:
     """Run `steps` in the family's folder into build/build.log: (why it failed, which step) or (None, None)."""
     log = family.build_dir / "build.log"

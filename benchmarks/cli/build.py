@@ -20,11 +20,4 @@ def handle(args: argparse.Namespace) -> int:
     unknown = [f for f in args.families if f not in families.FAMILIES]
     if unknown:
         raise ConnbenchError(f"unknown family {unknown[0]!r}; families to build: {', '.join(families.FAMILIES)}")
-    failed = 0
-    for family in families.FAMILIES.values():
-        if args.families and family.name not in args.families:
-            continue
-        reason = families.build(family, force=args.force)
-        print(f"{family.name}: {reason or 'ready'}", flush=True)
-        failed += bool(reason)
-    return 1 if failed else 0
+    return families.build_all(args.families, force=args.force)
