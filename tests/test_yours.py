@@ -105,7 +105,7 @@ def test_url_target_on_existing_database(pg, serve, tmp_path: Path) -> None:
     assert "sigterm" in why["shutdown"] and "restarts PostgreSQL" in why["db-restart"]
     assert manifest["database"]["dsn"].startswith("postgresql://connbench:***@")
     row = pd.read_csv(out / "summary.csv").set_index("cell_id").loc["steady.mine.u8.r1"]
-    assert row["valid"] and row["requests"] > 100 and row["failures"] == 0
+    assert row["valid"] and row["requests"] > 0 and row["failures"] == 0
     # the sampler counted the service's connections by its application_name: pool-eager holds its whole pool
     assert row["conn_peak"] == Settings().pool_min
     assert row["sessions_per_request"] < 0.01  # a pool: no session per request
@@ -122,7 +122,7 @@ def test_target_file_runs_steady_and_shutdown(pg, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = pd.read_csv(out / "summary.csv").set_index("cell_id")
     steady, shutdown = summary.loc["steady.my-service.u8.r1"], summary.loc["shutdown.my-service.u8.r1"]
-    assert steady["valid"] and steady["requests"] > 100 and steady["conn_peak"] == Settings().pool_min
+    assert steady["valid"] and steady["requests"] > 0 and steady["conn_peak"] == Settings().pool_min
     assert steady["strategy"] == "pool-eager" and steady["time_to_ready_s"] > 0
     # connbench started it, sent SIGTERM mid-load: it drained, ran its exit hook and released its pool
     assert shutdown["target_exit"] == 0 and shutdown["shutdown_logged"] == True  # noqa: E712 - a CSV bool
@@ -258,7 +258,7 @@ def test_load_from_remote_workers(pg, serve, tmp_path: Path) -> None:
         worker.wait(30)
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = pd.read_csv(out / "summary.csv").iloc[0]
-    assert row["valid"] and row["requests"] > 100 and row["conn_peak"] == Settings().pool_min
+    assert row["valid"] and row["requests"] > 0 and row["conn_peak"] == Settings().pool_min
     assert json.loads((out / "manifest.json").read_text())["load_master"] == master
 
 
