@@ -93,10 +93,8 @@ class Stack:
         out = self.compose("up", "-d", timeout=900, check=False)
         if out.returncode == 0:
             return
-        label = f"label=com.docker.compose.project={self.project}"
-        stopped = subprocess.run(
-            ["docker", "ps", "-a", "-q", "--filter", label, "--filter", "status=exited"], capture_output=True, text=True
-        ).stdout.split()
+        ps_exited = ["docker", "ps", "-a", "-q", "--filter", self.label, "--filter", "status=exited"]
+        stopped = subprocess.run(ps_exited, capture_output=True, text=True).stdout.split()
         logs = []
         for container in stopped:
             log = subprocess.run(["docker", "logs", "--tail", "20", container], capture_output=True, text=True)
@@ -111,16 +109,20 @@ class Stack:
             raise AssertionError(f"{service}: {exc!r}\n{self.state(service)}") from exc
 
     @property
+    def label(self) -> str:
+        """The filter for this project's containers, networks and volumes."""
+        return f"label=com.docker.compose.project={self.project}"
+
+    @property
     def web_url(self) -> str:
         return f"http://127.0.0.1:{self.env['LOCUST_WEB_PORT']}"
 
     def leftovers(self) -> dict[str, list[str]]:
-        label = f"label=com.docker.compose.project={self.project}"
         found = {}
         for kind, cmd in {
-            "containers": ["docker", "ps", "-a", "-q", "--filter", label],
-            "networks": ["docker", "network", "ls", "-q", "--filter", label],
-            "volumes": ["docker", "volume", "ls", "-q", "--filter", label],
+            "containers": ["docker", "ps", "-a", "-q", "--filter", self.label],
+            "networks": ["docker", "network", "ls", "-q", "--filter", self.label],
+            "volumes": ["docker", "volume", "ls", "-q", "--filter", self.label],
         }.items():
             found[kind] = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
         return found
